@@ -1,0 +1,37 @@
+# Every target brings .venv up to date itself: a fresh clone needs only `make test` or `make run`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test run bench fuzz lint typecheck clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests fuzz bench examples
+	$(BIN)/ruff format --check src tests fuzz bench examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+test: lint typecheck
+	$(BIN)/pytest
+
+run: $(STAMP)
+	$(BIN)/gwcore check examples/gateway.yaml
+	$(BIN)/gwcore route examples/gateway.yaml --method GET --path /v2/orders --host api.example.com -H 'x-api-version: v2' --claims '{"role": "admin"}'
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_router.py
+
+# Longer hypothesis runs of the router against the reference matcher (on demand, not in CI).
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/fuzz_router.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
