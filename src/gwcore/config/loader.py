@@ -23,7 +23,9 @@ from gwcore.config.units import parse_duration, parse_size
 
 T = TypeVar("T")
 
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 _STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 _PSEUDO_HEADERS = frozenset({":method", ":path", ":authority", ":scheme"})
 _REDIRECT_CODES = {
@@ -41,7 +43,9 @@ def load_config_file(path: str | Path) -> m.GatewayConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigIssue(source, "", f"cannot read config: {exc.strerror}")]) from None
+        raise ConfigError(
+            [ConfigIssue(source, "", f"cannot read config: {exc.strerror}")]
+        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigIssue(source, "", f"config is not UTF-8: {exc.reason}")]) from None
     return load_config_text(text, source)
@@ -646,7 +650,11 @@ _ROUTE_ACTION_KEYS = (
 
 
 def _forward_action(node: _Node, path: m.PathMatcher | None) -> m.ForwardAction | None:
-    misplaced = [k for k in ("direct_response", "redirect") if isinstance(node.value, dict) and k in node.value]
+    misplaced = [
+        k
+        for k in ("direct_response", "redirect")
+        if isinstance(node.value, dict) and k in node.value
+    ]
     if misplaced:
         node.child(misplaced[0]).error(
             f"{misplaced[0]} belongs beside route:, not inside it (as in Envoy)"
@@ -782,7 +790,9 @@ def _redirect(node: _Node, path: m.PathMatcher | None) -> m.RedirectAction | Non
     return m.RedirectAction(code, scheme, host, port, new_path, prefix, bool(strip))
 
 
-def _header_transform(fields: dict[str, _Node], add_key: str, remove_key: str) -> m.HeaderTransform | None:
+def _header_transform(
+    fields: dict[str, _Node], add_key: str, remove_key: str
+) -> m.HeaderTransform | None:
     adds: list[m.HeaderValueOption] = []
     removes: list[str] = []
     ok = True
@@ -809,8 +819,10 @@ def _header_transform(fields: dict[str, _Node], add_key: str, remove_key: str) -
                 action = action.lower() if action else None
             elif "append" in f:
                 flag = _bool(f["append"])
-                action = None if flag is None else (
-                    "append_if_exists_or_add" if flag else "overwrite_if_exists_or_add"
+                action = (
+                    None
+                    if flag is None
+                    else ("append_if_exists_or_add" if flag else "overwrite_if_exists_or_add")
                 )
             if name is None or value is None or action is None:
                 ok = False
@@ -966,7 +978,9 @@ def _cluster(name: str, node: _Node) -> m.Cluster | None:
         else 64
     )
     connect_timeout = (
-        _duration(fields["connect_timeout"], allow_zero=False) if "connect_timeout" in fields else 1.0
+        _duration(fields["connect_timeout"], allow_zero=False)
+        if "connect_timeout" in fields
+        else 1.0
     )
     if endpoints is None or protocol is None or lb is None or max_conn is None:
         return None
@@ -1006,7 +1020,9 @@ def _clusters(node: _Node) -> dict[str, m.Cluster] | None:
 
 
 def _listener(node: _Node) -> m.Listener | None:
-    fields = _mapping(node, ("name", "address", "protocols", "limits"), required=("name", "address"))
+    fields = _mapping(
+        node, ("name", "address", "protocols", "limits"), required=("name", "address")
+    )
     if fields is None or "name" not in fields or "address" not in fields:
         return None
     name = _str(fields["name"], allow_empty=False)
@@ -1064,13 +1080,17 @@ def _check_references(
             action = route.action
             if not isinstance(action, m.ForwardAction):
                 continue
-            names = [action.cluster] if action.cluster else [w.name for w in action.weighted_clusters]
+            names = (
+                [action.cluster] if action.cluster else [w.name for w in action.weighted_clusters]
+            )
             where = "route.cluster" if action.cluster else "route.weighted_clusters"
             for name in names:
                 if name is not None and name not in clusters:
                     close = difflib.get_close_matches(name, known, n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    defined = f"; defined: {', '.join(known)}" if known else "; no clusters are defined"
+                    defined = (
+                        f"; defined: {', '.join(known)}" if known else "; no clusters are defined"
+                    )
                     position = _position_of(root, f"{route.location}.{where}")
                     root.ctx.report(
                         f"{route.location}.{where}",
@@ -1117,7 +1137,9 @@ def _build(located: Located) -> m.GatewayConfig:
 
     vhosts: tuple[m.VirtualHost, ...] | None = ()
     if "routes" in fields and "virtual_hosts" in fields:
-        root.error("use either top-level routes (one virtual host for every domain) or virtual_hosts")
+        root.error(
+            "use either top-level routes (one virtual host for every domain) or virtual_hosts"
+        )
         vhosts = None
     elif "routes" in fields:
         routes = _routes(fields["routes"])
@@ -1146,7 +1168,9 @@ def _build(located: Located) -> m.GatewayConfig:
             names = [ln.name for ln in listeners]
             for i, name in enumerate(names):
                 if names.index(name) != i:
-                    fields["listeners"].child(i).error(f"listener name {name!r} is used more than once")
+                    fields["listeners"].child(i).error(
+                        f"listener name {name!r} is used more than once"
+                    )
 
     if vhosts is not None and clusters is not None:
         _check_references(root, vhosts, clusters)

@@ -201,7 +201,7 @@ class GraphqlMatcher:
     location: str = ""
 
     def describe(self) -> str:
-        parts = []
+        parts: list[str] = []
         if self.operation_type:
             parts.append(self.operation_type)
         if self.operation_name:

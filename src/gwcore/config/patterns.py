@@ -101,9 +101,7 @@ def parse_path_template(template: str) -> tuple[TemplateSegment, ...]:
     return tuple(segments)
 
 
-def _parse_token(
-    template: str, token: str, last: bool, names: set[str]
-) -> list[TemplateSegment]:
+def _parse_token(template: str, token: str, last: bool, names: set[str]) -> list[TemplateSegment]:
     suffix = ""
     body = token
     if token.startswith("{"):

@@ -74,8 +74,8 @@ def _construct_seq(loader: _LocatingLoader, node: SequenceNode) -> Iterator[list
     loader.positions[id(data)] = where
 
 
-_LocatingLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[arg-type]
-_LocatingLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore[arg-type]
+_LocatingLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_LocatingLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
 class YamlSyntaxError(ValueError):
