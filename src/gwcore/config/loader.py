@@ -749,7 +749,7 @@ def _redirect(node: _Node, path: m.PathMatcher | None) -> m.RedirectAction | Non
             choice = _choice(child, _REDIRECT_CODES)
             ok &= choice is not None
             code = _REDIRECT_CODES.get(choice or "", 301)
-        elif child.value not in (301, 302, 303, 307, 308):
+        elif not isinstance(child.value, int) or child.value not in (301, 302, 303, 307, 308):
             child.error(f"expected one of 301, 302, 303, 307, 308, got {_describe(child.value)}")
             ok = False
         else:
@@ -937,7 +937,7 @@ def _host_port(node: _Node, what: str) -> tuple[str, int] | None:
     if text is None:
         return None
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not host:
+    if not sep or not (port_text.isascii() and port_text.isdigit()) or not host:
         node.error(f"expected {what} as host:port (or [v6]:port), got {text!r}")
         return None
     port = int(port_text)
@@ -1057,9 +1057,10 @@ def _limits(node: _Node) -> m.ListenerLimits | None:
     values: dict[str, Any] = {}
     for key, child in fields.items():
         value = _size(child) if key.endswith("bytes") else _duration(child, allow_zero=False)
-        if value is None:
-            return None
-        values[key] = value
+        if value is not None:
+            values[key] = value
+    if len(values) != len(fields):  # report every bad limit, not just the first
+        return None
     return m.ListenerLimits(
         values.get("max_header_bytes", base.max_header_bytes),
         values.get("max_body_bytes", base.max_body_bytes),

@@ -89,7 +89,15 @@ class YamlSyntaxError(ValueError):
 
 def parse_yaml(text: str, source: str) -> Located:
     """Parse one YAML document with the safe loader, recording value positions."""
-    loader = _LocatingLoader(text)
+    try:
+        loader = _LocatingLoader(text)  # the reader checks every character up front
+    except yaml.reader.ReaderError as exc:
+        char = exc.character
+        what = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+        raise YamlSyntaxError(
+            f"invalid YAML: unacceptable character {what}: {exc.reason}",
+            _offset_position(text, exc.position),
+        ) from None
     loader.positions = {}
     try:
         node = loader.get_single_node()
@@ -102,6 +110,13 @@ def parse_yaml(text: str, source: str) -> Located:
         raise YamlSyntaxError(f"invalid YAML: {problem}", pos) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(f"invalid YAML: {exc}", None) from None
+    except RecursionError:  # PyYAML composes and constructs nested nodes recursively
+        raise YamlSyntaxError("invalid YAML: collections nested too deeply", None) from None
     finally:
         loader.dispose()
     return Located(data=data, source=source, positions=loader.positions, root=root)
+
+
+def _offset_position(text: str, offset: int) -> Position:
+    line_start = text.rfind("\n", 0, offset) + 1
+    return (text.count("\n", 0, offset) + 1, offset - line_start + 1)
