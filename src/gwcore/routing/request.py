@@ -70,18 +70,11 @@ class RequestView:
     def __init__(self, request: RouteRequest) -> None:
         self.request = request
         self.method = request.method
-        target = request.path
-        cut = len(target)
-        for sep in "?#":
-            pos = target.find(sep)
-            if 0 <= pos < cut:
-                cut = pos
-        self.path = target[:cut]
-        query_end = target.find("#", cut + 1) if cut < len(target) and target[cut] == "?" else -1
-        if cut < len(target) and target[cut] == "?":
-            self.query_string = target[cut + 1 : query_end if query_end >= 0 else len(target)]
-        else:
-            self.query_string = ""
+        # path ? query # fragment: the path ends at the first '?' or '#'.
+        path, _, query = request.path.partition("?")
+        path, hash_mark, _ = path.partition("#")
+        self.path = path
+        self.query_string = "" if hash_mark else query.partition("#")[0]
         self.claims = request.claims
         self.body = request.body
         self._headers: dict[str, list[str]] | None = None
