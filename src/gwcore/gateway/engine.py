@@ -1,0 +1,835 @@
+"""The proxy engine: events in, actions out, no I/O.
+
+``Gateway.handle(event, now)`` ties the layers together for every connection:
+
+    client bytes --codec--> RequestHead --router--> decision
+        local answer (404, direct response, redirect)  -> response bytes to the client
+        forward -> cluster (weighted pick) -> endpoint (balancer) -> pool decision
+            UseConnection  -> request bytes to an upstream connection
+            OpenConnection -> OpenUpstream + connect timer; request sent once connected
+            Rejected       -> 503
+    upstream bytes --codec--> ResponseHead/Data/End -> response bytes to the client
+
+One exchange (request + response) is in flight per HTTP/1.1 client connection;
+pipelined requests wait inside the codec until the response is complete. Timers:
+``idle`` (a client connection waiting for a request), ``header`` (a request head
+being received), ``connect`` (an upstream connection being made), ``route`` (the
+route timeout, from the end of the request), ``pool`` (idle upstream expiry).
+
+Never raises on bad input: every protocol problem becomes a response (or a closed
+connection) and an access log record with a response flag like Envoy's:
+``NR`` no route, ``UF`` upstream connection failure, ``UO`` upstream overflow,
+``UT`` upstream request timeout, ``UC`` upstream connection termination,
+``UPE`` upstream protocol error, ``DPE`` downstream protocol error, ``DC``
+downstream connection termination, ``RT`` request header timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, cast
+
+from gwcore.config import model as m
+from gwcore.gateway.actions import (
+    Action,
+    CancelTimer,
+    CloseConnection,
+    Log,
+    OpenUpstream,
+    PauseReading,
+    ResumeReading,
+    SendBytes,
+    StartTimer,
+    TimerRef,
+)
+from gwcore.gateway.events import (
+    BytesReceived,
+    ClientConnected,
+    ConnectionLost,
+    EofReceived,
+    Event,
+    TimerFired,
+    UpstreamConnected,
+    UpstreamConnectFailed,
+    WritesBlocked,
+    WritesDrained,
+)
+from gwcore.gateway.headers import (
+    downstream_response_headers,
+    format_request_id,
+    host_header_value,
+    rewrite_path,
+    upstream_request_headers,
+    valid_request_id,
+)
+from gwcore.protocol.http1 import Http1ClientCodec, Http1ServerCodec
+from gwcore.protocol.messages import (
+    Data,
+    EndOfMessage,
+    Headers,
+    NoBody,
+    ProtocolError,
+    RequestHead,
+    RequestMessage,
+    ResponseHead,
+    ResponseMessage,
+    header_values,
+)
+from gwcore.routing import (
+    Matched,
+    NeedBody,
+    NeedClaims,
+    NoRoute,
+    RouteRequest,
+    RouteTable,
+)
+from gwcore.upstream import (
+    Balancer,
+    ConnectionPool,
+    OpenConnection,
+    PickContext,
+    Queued,
+    Rejected,
+    UseConnection,
+    make_balancer,
+)
+
+# Request body bytes held for an exchange while its upstream connection is not ready;
+# past this the client is paused.
+_PENDING_BODY_LIMIT = 256 * 1024
+
+
+class Entropy(Protocol):
+    """The randomness the engine consumes, supplied by the caller (e.g. ``random.Random``)."""
+
+    def random(self) -> float: ...
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+@dataclass(eq=False)
+class _Client:
+    conn: int
+    peer: tuple[str, int]
+    tls: bool
+    limits: m.ListenerLimits
+    codec: Http1ServerCodec
+    exchange: _Exchange | None = None
+    closed: bool = False
+    awaiting_head: bool = True
+    unclaimed_bytes_in: int = 0  # received before the exchange they belong to began
+
+
+@dataclass(eq=False)
+class _Upstream:
+    conn: int
+    cluster: str
+    pool_conn: int
+    endpoint: m.Endpoint
+    codec: Http1ClientCodec
+    connected: bool = False
+    exchange: _Exchange | None = None
+
+
+@dataclass(eq=False)
+class _Exchange:
+    id: int
+    client: _Client
+    head: RequestHead
+    started: float
+    request_id: str
+    route: m.Route | None = None
+    cluster: str | None = None
+    endpoint: m.Endpoint | None = None
+    upstream: _Upstream | None = None
+    pending: list[bytes] = field(default_factory=list)
+    pending_bytes: int = 0
+    request_trailers: Headers | None = None  # set once the client's request is complete
+    routing_body: list[bytes] | None = None  # body collected for a NeedBody decision
+    needs_body: NeedBody | None = None
+    response_started: bool = False
+    status: int | None = None
+    flags: str = "-"
+    bytes_in: int = 0
+    bytes_out: int = 0
+    client_paused: bool = False
+    finished: bool = False
+    upstream_address: str | None = None
+
+
+@dataclass(eq=False)
+class _ClusterState:
+    cluster: m.Cluster
+    balancer: Balancer
+    pool: ConnectionPool
+    upstreams: dict[int, _Upstream] = field(default_factory=dict)  # by pool conn id
+
+
+class Gateway:
+    """The whole proxy as a pure state machine.
+
+    ``handle(event, now)`` returns the actions to carry out, in order. ``now`` is a
+    monotonic time in seconds (the adapter's clock); ``entropy`` supplies request ids,
+    weighted-cluster and load-balancing draws. Bad input from a client or upstream
+    never raises: it becomes a response, a closed connection and a log record.
+    """
+
+    def __init__(self, config: m.GatewayConfig, *, entropy: Entropy) -> None:
+        self.config = config
+        self.table = RouteTable(config)
+        self._entropy = entropy
+        self._listeners: Mapping[str, m.Listener] = {ln.name: ln for ln in config.listeners}
+        self._clusters = {
+            name: _ClusterState(
+                cluster, make_balancer(cluster), ConnectionPool.for_cluster(cluster)
+            )
+            for name, cluster in config.clusters.items()
+        }
+        self._clients: dict[int, _Client] = {}
+        self._upstreams: dict[int, _Upstream] = {}
+        self._exchanges: dict[int, _Exchange] = {}
+        self._timers: set[TimerRef] = set()
+        self._next_conn = 1
+        self._next_exchange = 1
+        self._out: list[Action] = []
+        self._now = 0.0
+
+    # ------------------------------------------------------------------ public
+
+    def new_connection_id(self) -> int:
+        """An id for a newly accepted client connection (unique among all connections)."""
+        conn = self._next_conn
+        self._next_conn += 1
+        return conn
+
+    @property
+    def active_exchanges(self) -> int:
+        """Requests in flight (for graceful drain)."""
+        return len(self._exchanges)
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Process one event; return the actions to carry out, in order."""
+        self._now = now
+        self._out = []
+        match event:
+            case ClientConnected():
+                self._client_connected(event)
+            case BytesReceived(conn=conn, data=data):
+                if conn in self._clients:
+                    self._client_bytes(self._clients[conn], data)
+                elif conn in self._upstreams:
+                    self._upstream_bytes(self._upstreams[conn], data)
+            case EofReceived(conn=conn):
+                if conn in self._clients:
+                    self._client_bytes(self._clients[conn], b"")
+                elif conn in self._upstreams:
+                    self._upstream_bytes(self._upstreams[conn], b"")
+            case ConnectionLost(conn=conn):
+                if conn in self._clients:
+                    self._client_lost(self._clients[conn])
+                elif conn in self._upstreams:
+                    self._upstream_lost(self._upstreams[conn], "UC")
+            case UpstreamConnected(conn=conn):
+                if conn in self._upstreams:
+                    self._upstream_connected(self._upstreams[conn])
+            case UpstreamConnectFailed(conn=conn, reason=reason):
+                if conn in self._upstreams:
+                    self._upstream_connect_failed(self._upstreams[conn], reason)
+            case TimerFired(ref=ref):
+                self._timer(ref)
+            case WritesBlocked(conn=conn):
+                self._backpressure(conn, blocked=True)
+            case WritesDrained(conn=conn):
+                self._backpressure(conn, blocked=False)
+        out, self._out = self._out, []
+        return out
+
+    # ----------------------------------------------------------------- clients
+
+    def _client_connected(self, event: ClientConnected) -> None:
+        listener = self._listeners.get(event.listener)
+        limits = listener.limits if listener else m.ListenerLimits()
+        codec = Http1ServerCodec(
+            max_header_bytes=limits.max_header_bytes, max_body_bytes=limits.max_body_bytes
+        )
+        client = _Client(event.conn, event.peer, event.tls, limits, codec)
+        self._clients[event.conn] = client
+        self._arm_idle(client)
+
+    def _arm_idle(self, client: _Client) -> None:
+        client.awaiting_head = True
+        self._cancel_timer(TimerRef("header", client.conn))
+        self._start_timer(TimerRef("idle", client.conn), self._now + client.limits.idle_timeout)
+
+    def _client_bytes(self, client: _Client, data: bytes) -> None:
+        if client.closed:
+            return
+        if client.exchange is not None:
+            client.exchange.bytes_in += len(data)
+        else:
+            client.unclaimed_bytes_in += len(data)
+        messages = client.codec.receive(data)
+        self._client_messages(client, messages)
+        if client.closed:
+            return
+        if client.awaiting_head and client.codec.buffered_bytes and client.exchange is None:
+            # A head has started to arrive: the idle timer gives way to the header timer.
+            client.awaiting_head = False
+            self._cancel_timer(TimerRef("idle", client.conn))
+            header_deadline = self._now + client.limits.header_timeout
+            self._start_timer(TimerRef("header", client.conn), header_deadline)
+        if not data and client.exchange is None and not client.closed:
+            self._close_client(client)
+
+    def _client_messages(self, client: _Client, messages: list[RequestMessage]) -> None:
+        for message in messages:
+            if client.closed:
+                return
+            match message:
+                case RequestHead():
+                    self._request_head(client, message)
+                case Data(data=data):
+                    if client.exchange is not None:
+                        self._request_data(client.exchange, data)
+                case EndOfMessage(trailers=trailers):
+                    if client.exchange is not None:
+                        self._request_end(client.exchange, trailers)
+                case ProtocolError(status=status, reason=reason):
+                    self._client_protocol_error(client, status, reason)
+
+    def _client_protocol_error(self, client: _Client, status: int, reason: str) -> None:
+        exchange = client.exchange
+        self._log_event("downstream_protocol_error", conn=client.conn, status=status, reason=reason)
+        if exchange is not None and exchange.response_started:
+            self._abort_exchange(exchange, "DPE")
+            return
+        if exchange is None:
+            exchange = self._new_exchange(client, RequestHead("-", "-", (), "1.1", NoBody()))
+        self._release_upstream(exchange, reusable=False)
+        self._local_response(exchange, status, reason + "\n", flags="DPE")
+
+    def _client_lost(self, client: _Client) -> None:
+        exchange = client.exchange
+        if exchange is not None and not exchange.finished:
+            exchange.flags = "DC"
+            self._release_upstream(exchange, reusable=False)
+            self._finish_exchange(exchange, log=True)
+        self._forget_client(client)
+
+    def _close_client(self, client: _Client, abort: bool = False) -> None:
+        if not client.closed:
+            self._out.append(CloseConnection(client.conn, abort))
+        self._forget_client(client)
+
+    def _forget_client(self, client: _Client) -> None:
+        client.closed = True
+        self._clients.pop(client.conn, None)
+        self._cancel_timer(TimerRef("idle", client.conn))
+        self._cancel_timer(TimerRef("header", client.conn))
+
+    # --------------------------------------------------------------- requests
+
+    def _new_exchange(self, client: _Client, head: RequestHead) -> _Exchange:
+        ids = header_values(head.headers, "x-request-id")
+        request_id = ids[0] if len(ids) == 1 and valid_request_id(ids[0]) else ""
+        request_id = request_id or format_request_id(self._entropy.getrandbits(128))
+        exchange = _Exchange(self._next_exchange, client, head, self._now, request_id)
+        exchange.bytes_in, client.unclaimed_bytes_in = client.unclaimed_bytes_in, 0
+        self._next_exchange += 1
+        self._exchanges[exchange.id] = exchange
+        client.exchange = exchange
+        return exchange
+
+    def _request_head(self, client: _Client, head: RequestHead) -> None:
+        self._cancel_timer(TimerRef("idle", client.conn))
+        self._cancel_timer(TimerRef("header", client.conn))
+        client.awaiting_head = False
+        exchange = self._new_exchange(client, head)
+        request = RouteRequest(
+            head.method,
+            head.target,
+            host_header_value(head.headers),
+            head.headers,
+            claims=None,
+            scheme="https" if client.tls else "http",
+        )
+        decision = self.table.match(request)
+        while isinstance(decision, NeedClaims):
+            # No JWT verification yet: a request carries no verified claims.
+            decision = decision.with_claims({})
+        if isinstance(decision, NeedBody):
+            exchange.needs_body = decision
+            exchange.routing_body = []
+            return
+        self._routed(exchange, decision)
+
+    def _routed(self, exchange: _Exchange, decision: Matched | NoRoute) -> None:
+        if isinstance(decision, NoRoute):
+            self._local_response(exchange, 404, "no route\n", flags="NR")
+            return
+        route = decision.route
+        exchange.route = route
+        action = route.action
+        if isinstance(action, m.DirectResponseAction):
+            headers = (("content-type", action.content_type),) if action.body else ()
+            self._local_response(exchange, action.status, action.body, headers=headers)
+        elif isinstance(action, m.RedirectAction):
+            location = self._redirect_location(exchange, route, action)
+            self._local_response(
+                exchange, action.response_code, b"", headers=(("location", location),)
+            )
+        else:
+            self._forward(exchange, route, action)
+
+    def _redirect_location(
+        self, exchange: _Exchange, route: m.Route, action: m.RedirectAction
+    ) -> str:
+        head = exchange.head
+        scheme = action.scheme or ("https" if exchange.client.tls else "http")
+        authority = host_header_value(head.headers)
+        host, _, port = (
+            authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+        )
+        if not host or not port.isdigit():
+            host, port = authority, ""
+        if action.host is not None:
+            host = action.host
+        if action.port is not None:
+            port = str(action.port)
+        elif action.scheme is not None:
+            port = ""  # a scheme change drops the port, as Envoy does
+        target = head.target
+        if action.path is not None:
+            _, sep, query = target.partition("?")
+            target = action.path + sep + query
+        elif action.prefix_rewrite is not None:
+            target = rewrite_path(target, route, action.prefix_rewrite)
+        if action.strip_query:
+            target = target.partition("?")[0]
+        return f"{scheme}://{host}{':' + port if port else ''}{target}"
+
+    def _request_data(self, exchange: _Exchange, data: bytes) -> None:
+        if exchange.finished:
+            return
+        if exchange.routing_body is not None:
+            exchange.routing_body.append(data)
+            return
+        upstream = exchange.upstream
+        if upstream is not None and upstream.connected:
+            self._send(upstream.conn, upstream.codec.send_data(data))
+            return
+        exchange.pending.append(data)
+        exchange.pending_bytes += len(data)
+        if exchange.pending_bytes > _PENDING_BODY_LIMIT and not exchange.client_paused:
+            exchange.client_paused = True
+            self._out.append(PauseReading(exchange.client.conn))
+
+    def _request_end(self, exchange: _Exchange, trailers: Headers) -> None:
+        exchange.request_trailers = trailers
+        if exchange.finished:
+            self._maybe_complete(exchange)
+            return
+        if exchange.needs_body is not None:
+            body = b"".join(exchange.routing_body or [])
+            decision = exchange.needs_body.with_body(body)
+            exchange.needs_body = None
+            exchange.routing_body = None
+            exchange.pending = [body] if body else []
+            exchange.pending_bytes = len(body)
+            while isinstance(decision, NeedClaims):
+                decision = decision.with_claims({})
+            assert not isinstance(decision, NeedBody)  # a body was supplied
+            self._routed(exchange, decision)
+            if exchange.finished:
+                return
+        self._start_route_timer(exchange)
+        upstream = exchange.upstream
+        if upstream is not None and upstream.connected:
+            self._send(upstream.conn, upstream.codec.send_end(trailers))
+
+    def _start_route_timer(self, exchange: _Exchange) -> None:
+        route = exchange.route
+        if route is None or not isinstance(route.action, m.ForwardAction):
+            return
+        timeout = route.action.timeout
+        if timeout:
+            self._start_timer(TimerRef("route", exchange.id), self._now + timeout)
+
+    # ---------------------------------------------------------------- forward
+
+    def _forward(self, exchange: _Exchange, route: m.Route, action: m.ForwardAction) -> None:
+        cluster_name = action.pick_cluster(self._entropy.random())
+        exchange.cluster = cluster_name
+        state = self._clusters[cluster_name]
+        endpoint = state.balancer.pick(
+            PickContext(
+                draws=(self._entropy.random(), self._entropy.random()),
+                hash_key=exchange.client.peer[0],
+            )
+        )
+        if endpoint is None:
+            self._local_response(exchange, 503, "no healthy upstream\n", flags="UH")
+            return
+        exchange.endpoint = endpoint
+        exchange.upstream_address = str(endpoint)
+        state.balancer.on_request_start(endpoint)
+        decision = state.pool.acquire(endpoint, exchange.id, self._now)
+        self._pool_decisions(state, [decision])
+
+    def _pool_decisions(
+        self,
+        state: _ClusterState,
+        decisions: list[UseConnection | OpenConnection | Queued | Rejected] | list[Any],
+    ) -> None:
+        for decision in decisions:
+            match decision:
+                case UseConnection(conn=pool_conn, request_ref=ref):
+                    exchange = self._exchanges.get(cast(int, ref))
+                    upstream = state.upstreams.get(pool_conn)
+                    if exchange is None or upstream is None:
+                        continue
+                    self._dispatch(exchange, upstream)
+                case OpenConnection(conn=pool_conn, endpoint=endpoint):
+                    self._open_upstream(state, pool_conn, endpoint)
+                case Queued():
+                    pass
+                case Rejected(request_ref=ref, reason=reason):
+                    exchange = self._exchanges.get(cast(int, ref))
+                    if exchange is None:
+                        continue
+                    self._balancer_done(exchange)
+                    if reason == "pool_overflow":
+                        self._local_response(exchange, 503, "upstream overflow\n", flags="UO")
+                    else:
+                        self._local_response(exchange, 503, "upstream connect error\n", flags="UF")
+
+    def _open_upstream(self, state: _ClusterState, pool_conn: int, endpoint: m.Endpoint) -> None:
+        conn = self.new_connection_id()
+        upstream = _Upstream(conn, state.cluster.name, pool_conn, endpoint, Http1ClientCodec())
+        state.upstreams[pool_conn] = upstream
+        self._upstreams[conn] = upstream
+        self._out.append(OpenUpstream(conn, endpoint))
+        self._start_timer(TimerRef("connect", conn), self._now + state.cluster.connect_timeout)
+
+    def _upstream_connected(self, upstream: _Upstream) -> None:
+        upstream.connected = True
+        self._cancel_timer(TimerRef("connect", upstream.conn))
+        state = self._clusters[upstream.cluster]
+        self._pool_decisions(state, state.pool.connected(upstream.pool_conn, self._now))
+        self._arm_pool_timer(state)
+
+    def _upstream_connect_failed(self, upstream: _Upstream, reason: str) -> None:
+        self._cancel_timer(TimerRef("connect", upstream.conn))
+        self._log_event("upstream_connect_failed", endpoint=str(upstream.endpoint), reason=reason)
+        state = self._clusters[upstream.cluster]
+        self._drop_upstream(upstream)
+        self._pool_decisions(state, state.pool.connect_failed(upstream.pool_conn))
+
+    def _drop_upstream(self, upstream: _Upstream) -> None:
+        self._upstreams.pop(upstream.conn, None)
+        self._clusters[upstream.cluster].upstreams.pop(upstream.pool_conn, None)
+
+    def _dispatch(self, exchange: _Exchange, upstream: _Upstream) -> None:
+        if exchange.finished:
+            state = self._clusters[upstream.cluster]
+            self._pool_decisions(state, state.pool.released(upstream.pool_conn, True, self._now))
+            return
+        route = exchange.route
+        assert route is not None and isinstance(route.action, m.ForwardAction)
+        action = route.action
+        exchange.upstream = upstream
+        upstream.exchange = exchange
+        head = exchange.head
+        host = action.host_rewrite or host_header_value(head.headers)
+        target = head.target
+        if action.prefix_rewrite is not None:
+            target = rewrite_path(target, route, action.prefix_rewrite)
+        headers = upstream_request_headers(
+            head.headers,
+            client_ip=exchange.client.peer[0],
+            scheme="https" if exchange.client.tls else "http",
+            request_id=exchange.request_id,
+            http_version=head.http_version,
+            route=route,
+            host=host,
+        )
+        upstream_head = RequestHead(head.method, target, headers, "1.1", head.body)
+        chunks = [upstream.codec.send_request(upstream_head)]
+        chunks += [upstream.codec.send_data(piece) for piece in exchange.pending]
+        exchange.pending = []
+        exchange.pending_bytes = 0
+        if exchange.request_trailers is not None:
+            chunks.append(upstream.codec.send_end(exchange.request_trailers))
+        self._out.append(SendBytes(upstream.conn, b"".join(chunks)))
+        if exchange.client_paused:
+            exchange.client_paused = False
+            self._out.append(ResumeReading(exchange.client.conn))
+
+    # --------------------------------------------------------------- upstream
+
+    def _upstream_bytes(self, upstream: _Upstream, data: bytes) -> None:
+        messages = upstream.codec.receive(data)
+        exchange = upstream.exchange
+        if exchange is None:
+            # An idle keep-alive connection closed or spoke out of turn: drop it.
+            if not data or messages:
+                self._close_upstream(upstream)
+            return
+        for message in messages:
+            if exchange.finished:
+                break
+            self._response_message(exchange, upstream, message)
+        if not data and upstream.exchange is exchange and not exchange.finished:
+            self._upstream_lost(upstream, "UC")
+
+    def _response_message(
+        self, exchange: _Exchange, upstream: _Upstream, message: ResponseMessage
+    ) -> None:
+        client = exchange.client
+        match message:
+            case ResponseHead(status=status) if status < 200:
+                return  # interim responses are not forwarded
+            case ResponseHead():
+                headers = downstream_response_headers(message.headers, exchange.route)
+                head = replace(message, headers=headers, reason="", http_version="1.1")
+                exchange.response_started = True
+                exchange.status = message.status
+                self._send_client(exchange, client.codec.send_response_head(head))
+            case Data(data=data):
+                self._send_client(exchange, client.codec.send_data(data))
+            case EndOfMessage(trailers=trailers):
+                self._send_client(exchange, client.codec.send_end(trailers))
+                self._cancel_timer(TimerRef("route", exchange.id))
+                self._release_upstream(exchange, reusable=upstream.codec.reusable, abort=False)
+                exchange.finished = True
+                self._maybe_complete(exchange)
+            case ProtocolError(reason=reason):
+                self._log_event(
+                    "upstream_protocol_error", endpoint=str(upstream.endpoint), reason=reason
+                )
+                if exchange.response_started:
+                    self._abort_exchange(exchange, "UPE")
+                else:
+                    self._release_upstream(exchange, reusable=False)
+                    self._local_response(exchange, 502, "upstream protocol error\n", flags="UPE")
+
+    def _send_client(self, exchange: _Exchange, data: bytes) -> None:
+        exchange.bytes_out += len(data)
+        self._send(exchange.client.conn, data)
+
+    def _send(self, conn: int, data: bytes) -> None:
+        if data:
+            self._out.append(SendBytes(conn, data))
+
+    def _upstream_lost(self, upstream: _Upstream, flag: str) -> None:
+        exchange = upstream.exchange
+        self._close_upstream(upstream, abort=True)
+        if exchange is None or exchange.finished:
+            return
+        if exchange.response_started:
+            self._abort_exchange(exchange, flag)
+        else:
+            self._local_response(exchange, 502, "upstream connection terminated\n", flags=flag)
+
+    def _close_upstream(self, upstream: _Upstream, abort: bool = False) -> None:
+        if upstream.conn not in self._upstreams:
+            return
+        exchange = upstream.exchange
+        upstream.exchange = None
+        if exchange is not None:
+            exchange.upstream = None
+            self._balancer_done(exchange)
+        self._cancel_timer(TimerRef("connect", upstream.conn))
+        self._out.append(CloseConnection(upstream.conn, abort))
+        self._drop_upstream(upstream)
+        state = self._clusters[upstream.cluster]
+        self._pool_decisions(state, state.pool.closed(upstream.pool_conn))
+
+    def _release_upstream(self, exchange: _Exchange, *, reusable: bool, abort: bool = True) -> None:
+        """The exchange no longer needs its upstream connection (or its pool slot).
+
+        A connection that cannot be reused is closed: reset (``abort``) when the
+        exchange failed midway, gracefully after a complete response.
+        """
+        upstream = exchange.upstream
+        state = self._clusters.get(exchange.cluster or "")
+        if upstream is None:
+            if state is not None and state.pool.cancel(exchange.id):
+                self._balancer_done(exchange)
+            return
+        if not reusable:
+            self._close_upstream(upstream, abort=abort)
+            return
+        upstream.exchange = None
+        exchange.upstream = None
+        self._balancer_done(exchange)
+        assert state is not None
+        self._pool_decisions(state, state.pool.released(upstream.pool_conn, True, self._now))
+        self._arm_pool_timer(state)
+
+    def _balancer_done(self, exchange: _Exchange) -> None:
+        if exchange.endpoint is not None and exchange.cluster is not None:
+            self._clusters[exchange.cluster].balancer.on_request_end(exchange.endpoint)
+            exchange.endpoint = None
+
+    def _arm_pool_timer(self, state: _ClusterState) -> None:
+        deadline = state.pool.next_deadline()
+        ref = TimerRef("pool", state.cluster.name)
+        if deadline is None:
+            self._cancel_timer(ref)
+        else:
+            self._start_timer(ref, deadline)
+
+    # ----------------------------------------------------------- local answers
+
+    def _local_response(
+        self,
+        exchange: _Exchange,
+        status: int,
+        body: str | bytes,
+        *,
+        headers: Headers = (),
+        flags: str = "-",
+    ) -> None:
+        """Answer the client ourselves with a complete response."""
+        client = exchange.client
+        if isinstance(body, str):
+            body = body.encode()
+            headers = (("content-type", "text/plain; charset=utf-8"), *headers)
+        if exchange.head.method == "HEAD":
+            body = b""
+        exchange.flags = flags
+        exchange.status = status
+        exchange.response_started = True
+        self._cancel_timer(TimerRef("route", exchange.id))
+        if client.exchange is exchange and not client.closed:
+            self._send_client(exchange, client.codec.send_local_response(status, headers, body))
+        exchange.finished = True
+        self._maybe_complete(exchange)
+
+    def _abort_exchange(self, exchange: _Exchange, flag: str) -> None:
+        """The response cannot be completed: cut the client connection."""
+        exchange.flags = flag
+        self._release_upstream(exchange, reusable=False)
+        self._finish_exchange(exchange, log=True)
+        self._close_client(exchange.client, abort=True)
+
+    def _maybe_complete(self, exchange: _Exchange) -> None:
+        """Once the response is written and the request fully read, start the next one."""
+        client = exchange.client
+        if not exchange.finished or client.closed:
+            if client.closed and exchange.id in self._exchanges:
+                self._finish_exchange(exchange, log=True)
+            return
+        if exchange.request_trailers is None and client.codec.keep_alive:
+            # The request body is still arriving; wait for it (it is discarded).
+            if exchange.id in self._exchanges:
+                self._finish_exchange(exchange, log=True)
+            return
+        if exchange.id in self._exchanges:
+            self._finish_exchange(exchange, log=True)
+        client.exchange = None
+        messages = client.codec.response_done()
+        if not client.codec.keep_alive:
+            self._close_client(client)
+            return
+        self._arm_idle(client)
+        self._client_messages(client, messages)
+
+    def _finish_exchange(self, exchange: _Exchange, *, log: bool) -> None:
+        if self._exchanges.pop(exchange.id, None) is None:
+            return
+        self._cancel_timer(TimerRef("route", exchange.id))
+        if log:
+            self._access_log(exchange)
+
+    # ----------------------------------------------------------------- timers
+
+    def _start_timer(self, ref: TimerRef, at: float) -> None:
+        self._timers.add(ref)
+        self._out.append(StartTimer(ref, at))
+
+    def _cancel_timer(self, ref: TimerRef) -> None:
+        if ref in self._timers:
+            self._timers.discard(ref)
+            self._out.append(CancelTimer(ref))
+
+    def _timer(self, ref: TimerRef) -> None:
+        if ref not in self._timers:
+            return  # cancelled while the adapter was delivering it
+        self._timers.discard(ref)
+        kind, owner = ref.kind, ref.owner
+        if kind == "idle":
+            client = self._clients.get(owner) if isinstance(owner, int) else None
+            if client is not None and client.exchange is None:
+                self._close_client(client)
+        elif kind == "header":
+            client = self._clients.get(owner) if isinstance(owner, int) else None
+            if client is not None and client.exchange is None:
+                exchange = self._new_exchange(client, RequestHead("-", "-", (), "1.1", NoBody()))
+                self._local_response(exchange, 408, "request header timeout\n", flags="RT")
+                self._close_client(client)
+        elif kind == "route":
+            timed_out = self._exchanges.get(owner) if isinstance(owner, int) else None
+            if timed_out is None or timed_out.finished:
+                return
+            if timed_out.response_started:
+                self._abort_exchange(timed_out, "UT")
+            else:
+                self._release_upstream(timed_out, reusable=False)
+                self._local_response(timed_out, 504, "upstream request timeout\n", flags="UT")
+        elif kind == "connect":
+            upstream = self._upstreams.get(owner) if isinstance(owner, int) else None
+            if upstream is not None and not upstream.connected:
+                self._out.append(CloseConnection(upstream.conn, abort=True))
+                self._upstream_connect_failed(upstream, "connect timeout")
+        elif kind == "pool":
+            state = self._clusters.get(str(owner))
+            if state is not None:
+                for pool_conn in state.pool.expire_idle(self._now):
+                    upstream = state.upstreams.get(pool_conn)
+                    if upstream is not None:
+                        self._out.append(CloseConnection(upstream.conn))
+                        self._drop_upstream(upstream)
+                self._arm_pool_timer(state)
+
+    def _backpressure(self, conn: int, *, blocked: bool) -> None:
+        """A connection's outgoing queue is full (or drained): pause (resume) its source."""
+        source: int | None = None
+        if conn in self._clients:
+            exchange = self._clients[conn].exchange
+            if exchange is not None and exchange.upstream is not None:
+                source = exchange.upstream.conn
+        elif conn in self._upstreams:
+            upstream_exchange = self._upstreams[conn].exchange
+            if upstream_exchange is not None:
+                source = upstream_exchange.client.conn
+        if source is not None:
+            self._out.append(PauseReading(source) if blocked else ResumeReading(source))
+
+    # ---------------------------------------------------------------- logging
+
+    def _access_log(self, exchange: _Exchange) -> None:
+        head = exchange.head
+        route = exchange.route
+        record: dict[str, Any] = {
+            "request_id": exchange.request_id,
+            "client": f"{exchange.client.peer[0]}:{exchange.client.peer[1]}",
+            "method": head.method,
+            "authority": host_header_value(head.headers),
+            "path": head.target,
+            "protocol": f"HTTP/{head.http_version}",
+            "status": exchange.status,
+            "route": route.label if route else None,
+            "cluster": exchange.cluster,
+            "upstream": exchange.upstream_address,
+            "bytes_in": exchange.bytes_in,
+            "bytes_out": exchange.bytes_out,
+            "duration_ms": round((self._now - exchange.started) * 1000, 3),
+            "flags": exchange.flags,
+        }
+        self._out.append(Log("access", record))
+
+    def _log_event(self, event: str, **fields: Any) -> None:
+        self._out.append(Log("event", {"event": event, **fields}))
