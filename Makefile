@@ -22,9 +22,10 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest
 
+# Validates the example config, then serves it with two demo upstreams until Ctrl-C.
 run: $(STAMP)
 	$(BIN)/gwcore check examples/gateway.yaml
-	$(BIN)/gwcore route examples/gateway.yaml --method GET --path /v2/orders --host api.example.com -H 'x-api-version: v2' --claims '{"role": "admin"}'
+	$(BIN)/python examples/run_demo.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_router.py

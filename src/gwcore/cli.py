@@ -1,9 +1,11 @@
-"""The ``gwcore`` command: validate a config, and ask which route a request takes.
+"""The ``gwcore`` command: validate a config, ask which route a request takes, serve.
 
 ``gwcore check CONFIG`` prints one summary line (exit 0) or every located error
 (exit 1). ``gwcore route CONFIG ...`` routes one request (or a JSON-lines file of
-them) with the compiled table and prints why, or a small JSON answer. Exit codes:
-0 done, 1 invalid config or input file, 2 bad command line.
+them) with the compiled table and prints why, or a small JSON answer.
+``gwcore serve CONFIG [--listen HOST:PORT] [--workers N]`` runs the gateway with the
+trio adapter (imported only then) until SIGTERM (drain) or SIGINT. Exit codes:
+0 done, 1 invalid config or input file (or cannot listen), 2 bad command line.
 """
 
 from __future__ import annotations
@@ -89,6 +91,24 @@ def _draw_arg(text: str) -> float:
     return draw
 
 
+def _listen_arg(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6; an empty host means all interfaces)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:8080, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"write an IPv6 address in brackets: [{host}]:{port}")
+    return host or "0.0.0.0", int(port)
+
+
+def _workers_arg(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog=PROG, description="gwcore: validate gateway configs and explain routing decisions."
@@ -146,6 +166,29 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         default=0.0,
         metavar="FLOAT",
         help="the uniform draw in [0, 1) that picks among weighted clusters (default 0.0)",
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description=(
+            "Run the gateway on the config's listeners (trio adapter). SIGTERM drains: "
+            "stop accepting, let requests in flight finish (up to 10 s); SIGINT stops at once."
+        ),
+    )
+    serve.add_argument("config", metavar="CONFIG", help="YAML config file")
+    serve.add_argument(
+        "--listen",
+        type=_listen_arg,
+        metavar="HOST:PORT",
+        help="listen here instead of the (first) listener's address; port 0 picks a free one",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_workers_arg,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port with SO_REUSEPORT (default 1)",
     )
     return parser, route
 
@@ -443,6 +486,25 @@ def _route(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+# --------------------------------------------------------------------- serve
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if not config.listeners and args.listen is None:
+        _error(f"{args.config}: no listeners configured; give --listen HOST:PORT")
+        return 1
+    from gwcore_trio.run import run  # only `serve` needs trio
+
+    try:
+        return run(args.config, args.listen, args.workers)
+    except ConfigError as exc:  # the file changed since it was checked
+        _error(str(exc))
+        return 1
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -454,6 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _tolerant_streams()
         if args.command == "check":
             return _check(args.config)
+        if args.command == "serve":
+            return _serve(args)
         return _route(args, route_parser)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
