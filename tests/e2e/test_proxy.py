@@ -216,11 +216,6 @@ def test_upstream_closing_mid_response_cuts_the_client_connection(
     assert client.get("/healthz").status_code == 200  # a new connection works
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: Expect: 100-continue is forwarded upstream and the upstream's "
-    "100 Continue is dropped, so the client waits out its own expect timeout",
-)
 def test_expect_100_continue_is_answered_before_the_body(gateway: GatewayProcess) -> None:
     head = (
         b"POST /api/expect HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n"

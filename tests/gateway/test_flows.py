@@ -273,3 +273,26 @@ def test_client_gone_mid_request_resets_the_upstream() -> None:
     actions = book(ConnectionLost(client, "reset"))
     assert closed(actions, opened.conn) == CloseConnection(opened.conn, abort=True)
     assert access_logs(actions)[0]["flags"] == "DC"
+
+
+def test_expect_100_continue_is_answered_by_the_gateway_and_not_forwarded() -> None:
+    book, client = _book()
+    actions = book.send(
+        client,
+        b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    )
+    assert sent(actions, client) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    book.send(client, b"abc")
+    opened = only(actions, OpenUpstream)
+    request = sent(book(UpstreamConnected(opened.conn)), opened.conn)
+    assert b"expect" not in request.lower() and request.endswith(b"\r\n\r\nabc")
+
+
+def test_expect_100_continue_on_a_local_answer_gets_the_final_status_only() -> None:
+    book, client = _book()
+    actions = book.send(
+        client,
+        b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    )
+    assert sent(actions, client).startswith(b"HTTP/1.1 404 ")
+    assert closed(actions, client) is not None  # the unread body makes the connection unusable

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
+from gwcore.config import ConfigError, ConfigIssue
 from gwcore.config import model as m
 from gwcore.gateway.actions import (
     Action,
@@ -176,6 +177,20 @@ class Gateway:
     """
 
     def __init__(self, config: m.GatewayConfig, *, entropy: Entropy) -> None:
+        unsupported = [c for c in config.clusters.values() if c.protocol != "http1"]
+        if unsupported:
+            # The HTTP/2 client codec exists, but the engine does not multiplex
+            # upstream streams yet; refuse rather than speak HTTP/1.1 to an h2 server.
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        config.source,
+                        f"{c.location}.protocol",
+                        "HTTP/2 upstreams are not supported by the engine yet; use protocol: http1",
+                    )
+                    for c in unsupported
+                ]
+            )
         self.config = config
         self.table = RouteTable(config)
         self._entropy = entropy
@@ -459,6 +474,18 @@ class Gateway:
     # ---------------------------------------------------------------- forward
 
     def _forward(self, exchange: _Exchange, route: m.Route, action: m.ForwardAction) -> None:
+        head = exchange.head
+        if (
+            head.http_version == "1.1"
+            and not isinstance(head.body, NoBody)
+            and any(
+                v.strip().lower() == "100-continue" for v in header_values(head.headers, "expect")
+            )
+        ):
+            # As Envoy does: the gateway itself invites the body (and strips Expect
+            # upstream), so a client never waits on an upstream that ignores Expect.
+            interim = ResponseHead(100, "", (), "1.1", NoBody())
+            self._send_client(exchange, exchange.client.codec.send_response_head(interim))
         cluster_name = action.pick_cluster(self._entropy.random())
         exchange.cluster = cluster_name
         state = self._clusters[cluster_name]

@@ -75,10 +75,11 @@ def upstream_request_headers(
     """The headers to send upstream for a client request.
 
     Hop-by-hop and framing headers are dropped (``te: trailers`` is kept: gRPC needs
-    it), ``X-Forwarded-For`` gets the client address appended, ``X-Forwarded-Proto``
-    and ``X-Forwarded-Host`` are set (client-sent values replaced), ``Via`` is
-    appended, ``X-Request-Id`` is set to ``request_id``, ``Host`` becomes ``host``,
-    then the route's request header transform is applied.
+    it); ``Expect`` is dropped (the gateway answers ``100-continue`` itself);
+    ``X-Forwarded-For`` gets the client address appended; ``X-Forwarded-Proto`` and
+    ``X-Forwarded-Host`` are set (client-sent values replaced); ``Via`` is appended;
+    ``X-Request-Id`` is set to ``request_id``; ``Host`` becomes ``host``; then the
+    route's request header transform is applied.
     """
     te_trailers = any(
         token.strip().lower() == "trailers"
@@ -89,7 +90,7 @@ def upstream_request_headers(
     out = [
         (n, v)
         for n, v in _strip(headers)
-        if n not in ("x-forwarded-proto", "x-forwarded-host", "x-request-id", "host")
+        if n not in ("x-forwarded-proto", "x-forwarded-host", "x-request-id", "host", "expect")
     ]
     forwarded_for = [v for n, v in out if n == "x-forwarded-for"]
     out = [(n, v) for n, v in out if n != "x-forwarded-for"]
