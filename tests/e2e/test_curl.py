@@ -90,3 +90,43 @@ def test_curl_downloads_a_large_body_intact(gateway: GatewayProcess) -> None:
     size = 5 * 1024 * 1024
     result = curl("-H", "x-echo-mode: big", "-H", f"x-size: {size}", f"{gateway.url}/api/big")
     assert result.stdout == pattern(size)
+
+
+def test_curl_http2_prior_knowledge_is_proxied(
+    gateway: GatewayProcess, upstream: EchoUpstream
+) -> None:
+    rid = f"h2-{uuid.uuid4().hex}"
+    result = curl(
+        "--http2-prior-knowledge",
+        "-w",
+        "\n%{http_version}",
+        "-H",
+        f"x-request-id: {rid}",
+        f"{gateway.url}/api/h2?x=1",
+    )
+    body, _, version = result.stdout.rpartition(b"\n")
+    assert version == b"2"
+    assert json.loads(body)["target"] == "/api/h2?x=1"
+    assert upstream.seen(rid).header("via") == "2 gwcore"
+    record = gateway.access_record(rid)
+    assert record["protocol"] == "HTTP/2" and record["status"] == 200
+
+
+def test_curl_http2_upgrade_from_http1_is_served_over_h2(gateway: GatewayProcess) -> None:
+    result = curl("--http2", "-i", f"{gateway.url}/healthz")
+    assert result.stdout.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"\r\n\r\nHTTP/2 200" in result.stdout
+
+
+def test_curl_http2_large_download_respects_flow_control(gateway: GatewayProcess) -> None:
+    size = 5 * 1024 * 1024
+    result = curl(
+        "--http2-prior-knowledge",
+        "-H",
+        "x-echo-mode: big",
+        "-H",
+        f"x-size: {size}",
+        f"{gateway.url}/api/big-h2",
+    )
+    assert len(result.stdout) == size
+    assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(pattern(size)).digest()

@@ -65,6 +65,17 @@ from gwcore.gateway.headers import (
     valid_request_id,
 )
 from gwcore.protocol.http1 import Http1ClientCodec, Http1ServerCodec
+from gwcore.protocol.http2 import (
+    ConnectionTerminated,
+    GoAwayReceived,
+    H2ServerEvent,
+    Http2ServerCodec,
+    StreamReset,
+    WindowOpened,
+    h2c_upgrade_settings,
+    looks_like_h2_preface,
+)
+from gwcore.protocol.http2_frames import ErrorCode
 from gwcore.protocol.messages import (
     Data,
     EndOfMessage,
@@ -99,6 +110,10 @@ from gwcore.upstream import (
 # Request body bytes held for an exchange while its upstream connection is not ready;
 # past this the client is paused.
 _PENDING_BODY_LIMIT = 256 * 1024
+# Response bytes held for an HTTP/2 stream whose flow-control window is closed; past
+# this the upstream feeding it is paused, below the low mark it resumes.
+_H2_PENDING_HIGH = 256 * 1024
+_H2_PENDING_LOW = 64 * 1024
 
 
 class Entropy(Protocol):
@@ -111,11 +126,22 @@ class Entropy(Protocol):
 
 @dataclass(eq=False)
 class _Client:
+    """A downstream connection: HTTP/1.1 (one exchange at a time) or HTTP/2 (streams).
+
+    ``protocol`` starts as ``detect`` on a listener that accepts both HTTP/1.1 and
+    h2c: the first bytes tell whether the client sent the HTTP/2 preface.
+    """
+
     conn: int
     peer: tuple[str, int]
     tls: bool
     limits: m.ListenerLimits
     codec: Http1ServerCodec
+    protocol: str = "http1"  # "detect" | "http1" | "h2"
+    allow_h2c: bool = False
+    h2: Http2ServerCodec | None = None
+    streams: dict[int, _Exchange] = field(default_factory=dict)
+    preface: bytes = b""
     exchange: _Exchange | None = None
     closed: bool = False
     awaiting_head: bool = True
@@ -131,6 +157,9 @@ class _Upstream:
     codec: Http1ClientCodec
     connected: bool = False
     exchange: _Exchange | None = None
+    # Why reading is paused: "writes" (the client's outgoing queue is full) and/or
+    # "window" (an HTTP/2 client's flow-control window holds our bytes back).
+    paused_for: set[str] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -157,6 +186,10 @@ class _Exchange:
     client_paused: bool = False
     finished: bool = False
     upstream_address: str | None = None
+    stream_id: int | None = None  # HTTP/2 downstream stream
+    h2_pending: bytearray = field(default_factory=bytearray)  # awaiting window
+    h2_end: Headers | None = None  # trailers to send once h2_pending is flushed
+    h2_end_sent: bool = False
 
 
 @dataclass(eq=False)
@@ -269,8 +302,28 @@ class Gateway:
             max_header_bytes=limits.max_header_bytes, max_body_bytes=limits.max_body_bytes
         )
         client = _Client(event.conn, event.peer, event.tls, limits, codec)
+        protocols = listener.protocols if listener else ("http1", "h2c")
         self._clients[event.conn] = client
+        if event.alpn == "h2":
+            self._become_h2(client, Http2ServerCodec(**self._h2_limits(limits)))
+            assert client.h2 is not None
+            self._send(client.conn, client.h2.initiate())
+        elif "h2c" in protocols:
+            client.protocol = "detect" if "http1" in protocols else "h2-only"
+            client.allow_h2c = True
         self._arm_idle(client)
+
+    @staticmethod
+    def _h2_limits(limits: m.ListenerLimits) -> dict[str, int]:
+        return {
+            "max_header_bytes": limits.max_header_bytes,
+            "max_body_bytes": limits.max_body_bytes,
+        }
+
+    def _become_h2(self, client: _Client, codec: Http2ServerCodec) -> None:
+        client.protocol = "h2"
+        client.h2 = codec
+        self._cancel_timer(TimerRef("header", client.conn))
 
     def _arm_idle(self, client: _Client) -> None:
         client.awaiting_head = True
@@ -279,6 +332,27 @@ class Gateway:
 
     def _client_bytes(self, client: _Client, data: bytes) -> None:
         if client.closed:
+            return
+        if client.protocol in ("detect", "h2-only"):
+            if not data:
+                self._close_client(client)
+                return
+            client.preface += data
+            verdict = looks_like_h2_preface(client.preface)
+            if verdict is None:
+                return
+            data, client.preface = client.preface, b""
+            if verdict:
+                self._become_h2(
+                    client, Http2ServerCodec.from_prior_knowledge(**self._h2_limits(client.limits))
+                )
+            elif client.protocol == "h2-only":
+                self._close_client(client)
+                return
+            else:
+                client.protocol = "http1"
+        if client.h2 is not None:
+            self._h2_client_bytes(client, data)
             return
         if client.exchange is not None:
             client.exchange.bytes_in += len(data)
@@ -299,7 +373,7 @@ class Gateway:
 
     def _client_messages(self, client: _Client, messages: list[RequestMessage]) -> None:
         for message in messages:
-            if client.closed:
+            if client.closed or client.h2 is not None:
                 return
             match message:
                 case RequestHead():
@@ -313,6 +387,166 @@ class Gateway:
                 case ProtocolError(status=status, reason=reason):
                     self._client_protocol_error(client, status, reason)
 
+    # ------------------------------------------------------------------ HTTP/2
+
+    def _h2c_upgrade(self, client: _Client, head: RequestHead, settings: str) -> None:
+        """Switch an HTTP/1.1 connection to h2c; the upgrading request is stream 1."""
+        codec = Http2ServerCodec(**self._h2_limits(client.limits))
+        try:
+            events = codec.initiate_upgrade(settings, head)
+        except ValueError as error:
+            self._log_event("h2c_upgrade_refused", conn=client.conn, reason=str(error))
+            exchange = self._new_exchange(client, head)
+            self._local_response(exchange, 400, "invalid HTTP2-Settings\n", flags="DPE")
+            return
+        rest = client.codec.detach()
+        self._become_h2(client, codec)
+        self._h2_events(client, list(events))
+        if rest and not client.closed:
+            self._h2_client_bytes(client, rest)
+        else:
+            self._flush_h2(client)
+
+    def _h2_client_bytes(self, client: _Client, data: bytes) -> None:
+        assert client.h2 is not None
+        events = client.h2.receive(data)
+        self._h2_events(client, events)
+        if not client.closed:
+            self._flush_h2(client)
+            if not data:
+                self._close_client(client)
+
+    def _h2_events(self, client: _Client, events: list[tuple[int, H2ServerEvent]]) -> None:
+        codec = client.h2
+        assert codec is not None
+        for stream_id, event in events:
+            if client.closed:
+                return
+            exchange = client.streams.get(stream_id)
+            match event:
+                case RequestHead():
+                    self._request_head(client, event, stream_id)
+                case Data(data=data):
+                    if exchange is not None:
+                        exchange.bytes_in += len(data)
+                        self._request_data(exchange, data)
+                    codec.consumed(stream_id, len(data))
+                case EndOfMessage(trailers=trailers):
+                    if exchange is not None:
+                        self._request_end(exchange, trailers)
+                case ProtocolError(status=status, reason=reason):
+                    self._log_event(
+                        "downstream_protocol_error", conn=client.conn, status=status, reason=reason
+                    )
+                    if exchange is None:
+                        head = RequestHead("-", "-", (), "2", NoBody())
+                        exchange = self._new_exchange(client, head, stream_id)
+                    self._release_upstream(exchange, reusable=False)
+                    self._local_response(exchange, status, reason + "\n", flags="DPE")
+                case StreamReset():
+                    if exchange is not None:
+                        client.streams.pop(stream_id, None)
+                        exchange.flags = "DC"
+                        self._release_upstream(exchange, reusable=False)
+                        self._finish_exchange(exchange, log=True)
+                case WindowOpened():
+                    targets = list(client.streams.values()) if stream_id == 0 else [exchange]
+                    for target in targets:
+                        if target is not None:
+                            self._h2_pump(target)
+                case GoAwayReceived():
+                    self._h2_idle_check(client, closing=True)
+                case ConnectionTerminated():
+                    self._flush_h2(client)
+                    for orphan in list(client.streams.values()):
+                        orphan.flags = "DC"
+                        self._release_upstream(orphan, reusable=False)
+                        self._finish_exchange(orphan, log=True)
+                    client.streams.clear()
+                    self._close_client(client)
+                    return
+        self._h2_idle_check(client)
+
+    def _flush_h2(self, client: _Client) -> None:
+        if client.h2 is not None and not client.closed:
+            self._send(client.conn, client.h2.bytes_to_send())
+
+    def _h2_pump(self, exchange: _Exchange) -> None:
+        """Send what the stream's window allows of the held response bytes."""
+        client = exchange.client
+        codec = client.h2
+        sid = exchange.stream_id
+        if codec is None or sid is None or client.closed or sid not in client.streams:
+            return
+        pending = exchange.h2_pending
+        if pending:
+            accepted = codec.send_data(sid, bytes(pending))
+            exchange.bytes_out += accepted
+            del pending[:accepted]
+        if not pending and exchange.h2_end is not None and not exchange.h2_end_sent:
+            codec.send_end(sid, exchange.h2_end)
+            exchange.h2_end_sent = True
+        self._flush_h2(client)
+        upstream = exchange.upstream
+        if upstream is not None:
+            if len(pending) > _H2_PENDING_HIGH:
+                self._pause_upstream(upstream, "window")
+            elif len(pending) < _H2_PENDING_LOW:
+                self._resume_upstream(upstream, "window")
+        if exchange.h2_end_sent:
+            self._h2_maybe_complete(exchange)
+
+    def _h2_maybe_complete(self, exchange: _Exchange) -> None:
+        client = exchange.client
+        if not exchange.finished or not exchange.h2_end_sent:
+            return
+        if exchange.stream_id is not None:
+            client.streams.pop(exchange.stream_id, None)
+        if exchange.id in self._exchanges:
+            self._finish_exchange(exchange, log=True)
+        self._h2_idle_check(client)
+
+    def _h2_idle_check(self, client: _Client, closing: bool = False) -> None:
+        """Arm the idle timer when no stream is open; close after a GOAWAY or a
+        terminated codec once the last stream is done."""
+        if client.closed or client.h2 is None or client.streams:
+            return
+        if closing or client.h2.terminated:
+            self._flush_h2(client)
+            self._close_client(client)
+            return
+        self._arm_idle(client)
+
+    # --------------------------------------------------------------- responding
+
+    def _respond_head(self, exchange: _Exchange, head: ResponseHead) -> None:
+        client = exchange.client
+        if client.h2 is not None and exchange.stream_id is not None:
+            if exchange.stream_id in client.streams and not client.closed:
+                client.h2.send_response_head(exchange.stream_id, replace(head, http_version="2"))
+                if isinstance(head.body, NoBody):
+                    exchange.h2_end_sent = True
+                self._flush_h2(client)
+            return
+        self._send_client(exchange, client.codec.send_response_head(head))
+
+    def _respond_data(self, exchange: _Exchange, data: bytes) -> None:
+        if exchange.stream_id is not None:
+            exchange.h2_pending += data
+            self._h2_pump(exchange)
+            return
+        self._send_client(exchange, exchange.client.codec.send_data(data))
+
+    def _respond_end(self, exchange: _Exchange, trailers: Headers) -> None:
+        if exchange.stream_id is not None:
+            if not exchange.h2_end_sent:
+                exchange.h2_end = trailers
+                self._h2_pump(exchange)
+            return
+        self._send_client(exchange, exchange.client.codec.send_end(trailers))
+
+    # -------------------------------------------------------------- HTTP/1.1 errors
+
     def _client_protocol_error(self, client: _Client, status: int, reason: str) -> None:
         exchange = client.exchange
         self._log_event("downstream_protocol_error", conn=client.conn, status=status, reason=reason)
@@ -325,11 +559,13 @@ class Gateway:
         self._local_response(exchange, status, reason + "\n", flags="DPE")
 
     def _client_lost(self, client: _Client) -> None:
-        exchange = client.exchange
-        if exchange is not None and not exchange.finished:
-            exchange.flags = "DC"
-            self._release_upstream(exchange, reusable=False)
-            self._finish_exchange(exchange, log=True)
+        exchanges = [client.exchange, *client.streams.values()]
+        client.streams.clear()
+        for exchange in exchanges:
+            if exchange is not None and exchange.id in self._exchanges:
+                exchange.flags = "DC"
+                self._release_upstream(exchange, reusable=False)
+                self._finish_exchange(exchange, log=True)
         self._forget_client(client)
 
     def _close_client(self, client: _Client, abort: bool = False) -> None:
@@ -345,7 +581,9 @@ class Gateway:
 
     # --------------------------------------------------------------- requests
 
-    def _new_exchange(self, client: _Client, head: RequestHead) -> _Exchange:
+    def _new_exchange(
+        self, client: _Client, head: RequestHead, stream_id: int | None = None
+    ) -> _Exchange:
         ids = header_values(head.headers, "x-request-id")
         request_id = ids[0] if len(ids) == 1 and valid_request_id(ids[0]) else ""
         request_id = request_id or format_request_id(self._entropy.getrandbits(128))
@@ -353,21 +591,35 @@ class Gateway:
         exchange.bytes_in, client.unclaimed_bytes_in = client.unclaimed_bytes_in, 0
         self._next_exchange += 1
         self._exchanges[exchange.id] = exchange
-        client.exchange = exchange
+        if stream_id is None:
+            client.exchange = exchange
+        else:
+            exchange.stream_id = stream_id
+            client.streams[stream_id] = exchange
         return exchange
 
-    def _request_head(self, client: _Client, head: RequestHead) -> None:
+    def _request_head(
+        self, client: _Client, head: RequestHead, stream_id: int | None = None
+    ) -> None:
         self._cancel_timer(TimerRef("idle", client.conn))
         self._cancel_timer(TimerRef("header", client.conn))
         client.awaiting_head = False
-        exchange = self._new_exchange(client, head)
+        if stream_id is None and client.allow_h2c:
+            settings = h2c_upgrade_settings(head)
+            if settings is not None:
+                self._h2c_upgrade(client, head, settings)
+                return
+        exchange = self._new_exchange(client, head, stream_id)
+        scheme = "https" if client.tls else "http"
+        if client.h2 is not None and stream_id is not None:
+            scheme = client.h2.scheme_of(stream_id) or scheme
         request = RouteRequest(
             head.method,
             head.target,
             host_header_value(head.headers),
             head.headers,
             claims=None,
-            scheme="https" if client.tls else "http",
+            scheme=scheme,
         )
         decision = self.table.match(request)
         while isinstance(decision, NeedClaims):
@@ -485,7 +737,8 @@ class Gateway:
             # As Envoy does: the gateway itself invites the body (and strips Expect
             # upstream), so a client never waits on an upstream that ignores Expect.
             interim = ResponseHead(100, "", (), "1.1", NoBody())
-            self._send_client(exchange, exchange.client.codec.send_response_head(interim))
+            if exchange.stream_id is None:
+                self._send_client(exchange, exchange.client.codec.send_response_head(interim))
         cluster_name = action.pick_cluster(self._entropy.random())
         exchange.cluster = cluster_name
         state = self._clusters[cluster_name]
@@ -613,7 +866,6 @@ class Gateway:
     def _response_message(
         self, exchange: _Exchange, upstream: _Upstream, message: ResponseMessage
     ) -> None:
-        client = exchange.client
         match message:
             case ResponseHead(status=status) if status < 200:
                 return  # interim responses are not forwarded
@@ -622,14 +874,14 @@ class Gateway:
                 head = replace(message, headers=headers, reason="", http_version="1.1")
                 exchange.response_started = True
                 exchange.status = message.status
-                self._send_client(exchange, client.codec.send_response_head(head))
+                self._respond_head(exchange, head)
             case Data(data=data):
-                self._send_client(exchange, client.codec.send_data(data))
+                self._respond_data(exchange, data)
             case EndOfMessage(trailers=trailers):
-                self._send_client(exchange, client.codec.send_end(trailers))
                 self._cancel_timer(TimerRef("route", exchange.id))
                 self._release_upstream(exchange, reusable=upstream.codec.reusable, abort=False)
                 exchange.finished = True
+                self._respond_end(exchange, trailers)
                 self._maybe_complete(exchange)
             case ProtocolError(reason=reason):
                 self._log_event(
@@ -690,6 +942,7 @@ class Gateway:
             return
         upstream.exchange = None
         exchange.upstream = None
+        self._resume_upstream(upstream)  # a pooled connection must be readable again
         self._balancer_done(exchange)
         assert state is not None
         self._pool_decisions(state, state.pool.released(upstream.pool_conn, True, self._now))
@@ -730,21 +983,37 @@ class Gateway:
         exchange.status = status
         exchange.response_started = True
         self._cancel_timer(TimerRef("route", exchange.id))
-        if client.exchange is exchange and not client.closed:
+        if client.h2 is not None and exchange.stream_id is not None:
+            if not client.closed and exchange.stream_id in client.streams:
+                client.h2.send_local_response(exchange.stream_id, status, headers, body)
+                exchange.h2_end_sent = True
+                self._flush_h2(client)
+        elif client.exchange is exchange and not client.closed:
             self._send_client(exchange, client.codec.send_local_response(status, headers, body))
         exchange.finished = True
         self._maybe_complete(exchange)
 
     def _abort_exchange(self, exchange: _Exchange, flag: str) -> None:
-        """The response cannot be completed: cut the client connection."""
+        """The response cannot be completed: reset the stream (HTTP/2) or cut the
+        client connection (HTTP/1.1)."""
         exchange.flags = flag
         self._release_upstream(exchange, reusable=False)
         self._finish_exchange(exchange, log=True)
-        self._close_client(exchange.client, abort=True)
+        client = exchange.client
+        if client.h2 is not None and exchange.stream_id is not None:
+            if client.streams.pop(exchange.stream_id, None) is not None and not client.closed:
+                client.h2.reset_stream(exchange.stream_id, ErrorCode.INTERNAL_ERROR)
+                self._flush_h2(client)
+                self._h2_idle_check(client)
+            return
+        self._close_client(client, abort=True)
 
     def _maybe_complete(self, exchange: _Exchange) -> None:
         """Once the response is written and the request fully read, start the next one."""
         client = exchange.client
+        if exchange.stream_id is not None:
+            self._h2_maybe_complete(exchange)
+            return
         if not exchange.finished or client.closed:
             if client.closed and exchange.id in self._exchanges:
                 self._finish_exchange(exchange, log=True)
@@ -789,7 +1058,10 @@ class Gateway:
         kind, owner = ref.kind, ref.owner
         if kind == "idle":
             client = self._clients.get(owner) if isinstance(owner, int) else None
-            if client is not None and client.exchange is None:
+            if client is not None and client.exchange is None and not client.streams:
+                if client.h2 is not None:
+                    client.h2.goaway()
+                    self._flush_h2(client)
                 self._close_client(client)
         elif kind == "header":
             client = self._clients.get(owner) if isinstance(owner, int) else None
@@ -823,17 +1095,35 @@ class Gateway:
 
     def _backpressure(self, conn: int, *, blocked: bool) -> None:
         """A connection's outgoing queue is full (or drained): pause (resume) its source."""
-        source: int | None = None
         if conn in self._clients:
-            exchange = self._clients[conn].exchange
-            if exchange is not None and exchange.upstream is not None:
-                source = exchange.upstream.conn
+            client = self._clients[conn]
+            for exchange in [client.exchange, *client.streams.values()]:
+                if exchange is not None and exchange.upstream is not None:
+                    if blocked:
+                        self._pause_upstream(exchange.upstream, "writes")
+                    else:
+                        self._resume_upstream(exchange.upstream, "writes")
         elif conn in self._upstreams:
             upstream_exchange = self._upstreams[conn].exchange
             if upstream_exchange is not None:
                 source = upstream_exchange.client.conn
-        if source is not None:
-            self._out.append(PauseReading(source) if blocked else ResumeReading(source))
+                self._out.append(PauseReading(source) if blocked else ResumeReading(source))
+
+    def _pause_upstream(self, upstream: _Upstream, reason: str) -> None:
+        if not upstream.paused_for:
+            self._out.append(PauseReading(upstream.conn))
+        upstream.paused_for.add(reason)
+
+    def _resume_upstream(self, upstream: _Upstream, reason: str | None = None) -> None:
+        """Lift one reason for the pause (``None``: all of them, e.g. back to the pool)."""
+        if not upstream.paused_for:
+            return
+        if reason is None:
+            upstream.paused_for.clear()
+        else:
+            upstream.paused_for.discard(reason)
+        if not upstream.paused_for:
+            self._out.append(ResumeReading(upstream.conn))
 
     # ---------------------------------------------------------------- logging
 

@@ -390,6 +390,19 @@ class Http1ServerCodec:
         head = ResponseHead(status, "", headers, "1.1", FixedLength(len(body)))
         return self.send_response_head(head) + self.send_data(body) + self.send_end()
 
+    def detach(self) -> bytes:
+        """Hand the connection over to another protocol (an h2c upgrade).
+
+        Returns the bytes received after the request in flight (the client's next
+        protocol has already started) and closes the codec; it yields nothing more.
+        """
+        gate = self._gate
+        rest = bytes(gate.buffer)
+        gate.buffer.clear()
+        if gate.state != "dead":
+            gate.state = "closed"
+        return rest
+
     def response_done(self) -> list[RequestMessage]:
         """The response to the request in flight is fully written.
 
