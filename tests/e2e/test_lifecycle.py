@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import GWCORE, GatewayProcess, free_port, start_gateway, stop_gateway, wait_until
+from h2_upstream import H2EchoUpstream
 from upstream_server import EchoUpstream
 
 TIMEOUT = httpx.Timeout(15.0)
@@ -195,22 +196,31 @@ def test_serve_on_a_port_in_use_exits_1(config_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_http2_cluster_is_refused_until_the_engine_multiplexes_upstreams(
-    upstream: EchoUpstream, tmp_path: Path
+def test_http2_cluster_multiplexes_concurrent_requests_on_one_connection(
+    tmp_path: Path,
 ) -> None:
+    upstream = H2EchoUpstream().start()
     config = tmp_path / "h2.yaml"
     config.write_text(
         "listeners: [{name: l, address: '127.0.0.1:8080'}]\n"
-        f"clusters: {{echo: {{endpoints: ['127.0.0.1:{upstream.port}'], protocol: http2}}}}\n"
-        "routes: [{match: {prefix: /}, route: {cluster: echo, timeout: 3s}}]\n"
+        f"clusters: {{grpc: {{endpoints: ['127.0.0.1:{upstream.port}'], protocol: http2}}}}\n"
+        "routes: [{match: {prefix: /}, route: {cluster: grpc, timeout: 5s}}]\n"
     )
-    result = subprocess.run(
-        [str(GWCORE), "serve", str(config), "--listen", "127.0.0.1:0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "clusters.echo.protocol: HTTP/2 upstreams are not supported" in result.stderr
-    assert "Traceback" not in result.stderr
+    process = start_gateway(config, tmp_path)
+    try:
+
+        def get(i: int) -> dict[str, object]:
+            response = httpx.get(f"{process.url}/h2-{i}", headers={"te": "trailers"}, timeout=10)
+            assert response.status_code == 200
+            return response.json()  # type: ignore[no-any-return]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(get, range(40)))
+    finally:
+        stop_gateway(process)
+        upstream.stop()
+    assert sorted(a["path"] for a in answers) == sorted(f"/h2-{i}" for i in range(40))
+    # Far fewer upstream connections than requests: streams share connections.
+    assert upstream.connections <= 8
+    assert max(int(str(a["stream"])) for a in answers) > 1
+    assert "engine_error" not in process.events()

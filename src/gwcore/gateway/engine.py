@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
-from gwcore.config import ConfigError, ConfigIssue
 from gwcore.config import model as m
 from gwcore.gateway.actions import (
     Action,
@@ -68,7 +67,9 @@ from gwcore.protocol.http1 import Http1ClientCodec, Http1ServerCodec
 from gwcore.protocol.http2 import (
     ConnectionTerminated,
     GoAwayReceived,
+    H2ClientEvent,
     H2ServerEvent,
+    Http2ClientCodec,
     Http2ServerCodec,
     StreamReset,
     WindowOpened,
@@ -150,11 +151,17 @@ class _Client:
 
 @dataclass(eq=False)
 class _Upstream:
+    """An upstream connection: HTTP/1.1 (``exchange``) or HTTP/2 (``h2`` + ``streams``)."""
+
     conn: int
     cluster: str
     pool_conn: int
     endpoint: m.Endpoint
     codec: Http1ClientCodec
+    h2: Http2ClientCodec | None = None
+    streams: dict[int, _Exchange] = field(default_factory=dict)
+    streams_limit: int | None = None  # the peer's MAX_CONCURRENT_STREAMS, once known
+    draining: bool = False  # the peer sent GOAWAY: finish the streams, open none
     connected: bool = False
     exchange: _Exchange | None = None
     # Why reading is paused: "writes" (the client's outgoing queue is full) and/or
@@ -190,6 +197,10 @@ class _Exchange:
     h2_pending: bytearray = field(default_factory=bytearray)  # awaiting window
     h2_end: Headers | None = None  # trailers to send once h2_pending is flushed
     h2_end_sent: bool = False
+    upstream_sid: int | None = None  # HTTP/2 upstream stream
+    up_pending: bytearray = field(default_factory=bytearray)  # request bytes awaiting window
+    up_end: Headers | None = None
+    up_end_sent: bool = False
 
 
 @dataclass(eq=False)
@@ -210,20 +221,6 @@ class Gateway:
     """
 
     def __init__(self, config: m.GatewayConfig, *, entropy: Entropy) -> None:
-        unsupported = [c for c in config.clusters.values() if c.protocol != "http1"]
-        if unsupported:
-            # The HTTP/2 client codec exists, but the engine does not multiplex
-            # upstream streams yet; refuse rather than speak HTTP/1.1 to an h2 server.
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        config.source,
-                        f"{c.location}.protocol",
-                        "HTTP/2 upstreams are not supported by the engine yet; use protocol: http1",
-                    )
-                    for c in unsupported
-                ]
-            )
         self.config = config
         self.table = RouteTable(config)
         self._entropy = entropy
@@ -683,6 +680,10 @@ class Gateway:
             exchange.routing_body.append(data)
             return
         upstream = exchange.upstream
+        if upstream is not None and upstream.h2 is not None:
+            exchange.up_pending += data
+            self._h2_up_pump(exchange)
+            return
         if upstream is not None and upstream.connected:
             self._send(upstream.conn, upstream.codec.send_data(data))
             return
@@ -712,7 +713,10 @@ class Gateway:
                 return
         self._start_route_timer(exchange)
         upstream = exchange.upstream
-        if upstream is not None and upstream.connected:
+        if upstream is not None and upstream.h2 is not None:
+            exchange.up_end = trailers
+            self._h2_up_pump(exchange)
+        elif upstream is not None and upstream.connected:
             self._send(upstream.conn, upstream.codec.send_end(trailers))
 
     def _start_route_timer(self, exchange: _Exchange) -> None:
@@ -787,6 +791,8 @@ class Gateway:
     def _open_upstream(self, state: _ClusterState, pool_conn: int, endpoint: m.Endpoint) -> None:
         conn = self.new_connection_id()
         upstream = _Upstream(conn, state.cluster.name, pool_conn, endpoint, Http1ClientCodec())
+        if state.cluster.protocol == "http2":
+            upstream.h2 = Http2ClientCodec(scheme="http")
         state.upstreams[pool_conn] = upstream
         self._upstreams[conn] = upstream
         self._out.append(OpenUpstream(conn, endpoint))
@@ -795,6 +801,8 @@ class Gateway:
     def _upstream_connected(self, upstream: _Upstream) -> None:
         upstream.connected = True
         self._cancel_timer(TimerRef("connect", upstream.conn))
+        if upstream.h2 is not None:
+            self._send(upstream.conn, upstream.h2.initiate())
         state = self._clusters[upstream.cluster]
         self._pool_decisions(state, state.pool.connected(upstream.pool_conn, self._now))
         self._arm_pool_timer(state)
@@ -835,6 +843,18 @@ class Gateway:
             host=host,
         )
         upstream_head = RequestHead(head.method, target, headers, "1.1", head.body)
+        if upstream.h2 is not None:
+            upstream.exchange = None
+            sid = upstream.h2.send_request(upstream_head)
+            exchange.upstream_sid = sid
+            upstream.streams[sid] = exchange
+            for piece in exchange.pending:
+                exchange.up_pending += piece
+            exchange.pending = []
+            exchange.pending_bytes = 0
+            exchange.up_end = exchange.request_trailers
+            self._h2_up_pump(exchange)
+            return
         chunks = [upstream.codec.send_request(upstream_head)]
         chunks += [upstream.codec.send_data(piece) for piece in exchange.pending]
         exchange.pending = []
@@ -848,7 +868,85 @@ class Gateway:
 
     # --------------------------------------------------------------- upstream
 
+    def _h2_up_pump(self, exchange: _Exchange) -> None:
+        """Send what the upstream stream's window allows of the request body."""
+        upstream = exchange.upstream
+        sid = exchange.upstream_sid
+        if upstream is None or upstream.h2 is None or sid is None:
+            return
+        codec = upstream.h2
+        pending = exchange.up_pending
+        if pending:
+            del pending[: codec.send_data(sid, bytes(pending))]
+        if not pending and exchange.up_end is not None and not exchange.up_end_sent:
+            codec.send_end(sid, exchange.up_end)
+            exchange.up_end_sent = True
+        self._send(upstream.conn, codec.bytes_to_send())
+        client = exchange.client
+        if len(pending) > _PENDING_BODY_LIMIT and not exchange.client_paused:
+            exchange.client_paused = True
+            self._out.append(PauseReading(client.conn))
+        elif len(pending) < _H2_PENDING_LOW and exchange.client_paused:
+            exchange.client_paused = False
+            self._out.append(ResumeReading(client.conn))
+
+    def _h2_upstream_bytes(self, upstream: _Upstream, data: bytes) -> None:
+        codec = upstream.h2
+        assert codec is not None
+        for sid, event in codec.receive(data):
+            if upstream.conn not in self._upstreams:
+                return
+            self._h2_upstream_event(upstream, sid, event)
+        if upstream.conn not in self._upstreams:
+            return
+        self._send(upstream.conn, codec.bytes_to_send())
+        limit = codec.max_concurrent_streams
+        if upstream.streams_limit != limit and upstream.connected:
+            upstream.streams_limit = limit
+            state = self._clusters[upstream.cluster]
+            self._pool_decisions(state, state.pool.settings(upstream.pool_conn, limit))
+        if not data:
+            self._upstream_lost(upstream, "UC")
+        elif upstream.draining and not upstream.streams:
+            self._close_upstream(upstream)
+
+    def _h2_upstream_event(self, upstream: _Upstream, sid: int, event: H2ClientEvent) -> None:
+        codec = upstream.h2
+        assert codec is not None
+        exchange = upstream.streams.get(sid)
+        match event:
+            case ResponseHead() | EndOfMessage() | ProtocolError():
+                if exchange is not None and not exchange.finished:
+                    self._response_message(exchange, upstream, event)
+            case Data(data=data):
+                if exchange is not None and not exchange.finished:
+                    self._response_message(exchange, upstream, event)
+                codec.consumed(sid, len(data))
+            case StreamReset():
+                if exchange is not None and not exchange.finished:
+                    upstream.streams.pop(sid, None)
+                    exchange.upstream_sid = None
+                    if exchange.response_started:
+                        self._abort_exchange(exchange, "UC")
+                    else:
+                        self._release_upstream(exchange, reusable=True)
+                        self._local_response(
+                            exchange, 502, "upstream reset the stream\n", flags="UC"
+                        )
+            case WindowOpened():
+                targets = list(upstream.streams.values()) if sid == 0 else [exchange]
+                for target in targets:
+                    if target is not None:
+                        self._h2_up_pump(target)
+            case GoAwayReceived():
+                upstream.draining = True
+            case ConnectionTerminated():
+                self._upstream_lost(upstream, "UC")
+
     def _upstream_bytes(self, upstream: _Upstream, data: bytes) -> None:
+        if upstream.h2 is not None:
+            self._h2_upstream_bytes(upstream, data)
+            return
         messages = upstream.codec.receive(data)
         exchange = upstream.exchange
         if exchange is None:
@@ -879,7 +977,8 @@ class Gateway:
                 self._respond_data(exchange, data)
             case EndOfMessage(trailers=trailers):
                 self._cancel_timer(TimerRef("route", exchange.id))
-                self._release_upstream(exchange, reusable=upstream.codec.reusable, abort=False)
+                reusable = True if upstream.h2 is not None else upstream.codec.reusable
+                self._release_upstream(exchange, reusable=reusable, abort=False)
                 exchange.finished = True
                 self._respond_end(exchange, trailers)
                 self._maybe_complete(exchange)
@@ -902,23 +1001,27 @@ class Gateway:
             self._out.append(SendBytes(conn, data))
 
     def _upstream_lost(self, upstream: _Upstream, flag: str) -> None:
-        exchange = upstream.exchange
+        exchanges = [upstream.exchange, *upstream.streams.values()]
         self._close_upstream(upstream, abort=True)
-        if exchange is None or exchange.finished:
-            return
-        if exchange.response_started:
-            self._abort_exchange(exchange, flag)
-        else:
-            self._local_response(exchange, 502, "upstream connection terminated\n", flags=flag)
+        for exchange in exchanges:
+            if exchange is None or exchange.finished:
+                continue
+            if exchange.response_started:
+                self._abort_exchange(exchange, flag)
+            else:
+                self._local_response(exchange, 502, "upstream connection terminated\n", flags=flag)
 
     def _close_upstream(self, upstream: _Upstream, abort: bool = False) -> None:
         if upstream.conn not in self._upstreams:
             return
-        exchange = upstream.exchange
+        exchanges = [upstream.exchange, *upstream.streams.values()]
         upstream.exchange = None
-        if exchange is not None:
-            exchange.upstream = None
-            self._balancer_done(exchange)
+        upstream.streams.clear()
+        for exchange in exchanges:
+            if exchange is not None:
+                exchange.upstream = None
+                exchange.upstream_sid = None
+                self._balancer_done(exchange)
         self._cancel_timer(TimerRef("connect", upstream.conn))
         self._out.append(CloseConnection(upstream.conn, abort))
         self._drop_upstream(upstream)
@@ -937,6 +1040,9 @@ class Gateway:
             if state is not None and state.pool.cancel(exchange.id):
                 self._balancer_done(exchange)
             return
+        if upstream.h2 is not None:
+            self._release_h2_stream(exchange, upstream, completed=reusable)
+            return
         if not reusable:
             self._close_upstream(upstream, abort=abort)
             return
@@ -946,6 +1052,31 @@ class Gateway:
         self._balancer_done(exchange)
         assert state is not None
         self._pool_decisions(state, state.pool.released(upstream.pool_conn, True, self._now))
+        self._arm_pool_timer(state)
+
+    def _release_h2_stream(
+        self, exchange: _Exchange, upstream: _Upstream, *, completed: bool
+    ) -> None:
+        """Give back one stream of an HTTP/2 upstream; a failed exchange resets only its
+        stream, the connection carries on (unless the peer is going away)."""
+        codec = upstream.h2
+        assert codec is not None
+        sid = exchange.upstream_sid
+        if sid is not None:
+            upstream.streams.pop(sid, None)
+            if not completed:
+                codec.reset_stream(sid, ErrorCode.CANCEL)
+                self._send(upstream.conn, codec.bytes_to_send())
+        exchange.upstream = None
+        exchange.upstream_sid = None
+        self._balancer_done(exchange)
+        state = self._clusters[upstream.cluster]
+        usable = not upstream.draining and not codec.terminated
+        if not upstream.streams:
+            self._resume_upstream(upstream)
+        self._pool_decisions(state, state.pool.released(upstream.pool_conn, usable, self._now))
+        if not usable and not upstream.streams:
+            self._close_upstream(upstream)
         self._arm_pool_timer(state)
 
     def _balancer_done(self, exchange: _Exchange) -> None:
@@ -1104,10 +1235,11 @@ class Gateway:
                     else:
                         self._resume_upstream(exchange.upstream, "writes")
         elif conn in self._upstreams:
-            upstream_exchange = self._upstreams[conn].exchange
-            if upstream_exchange is not None:
-                source = upstream_exchange.client.conn
-                self._out.append(PauseReading(source) if blocked else ResumeReading(source))
+            upstream = self._upstreams[conn]
+            for feeding in [upstream.exchange, *upstream.streams.values()]:
+                if feeding is not None:
+                    source = feeding.client.conn
+                    self._out.append(PauseReading(source) if blocked else ResumeReading(source))
 
     def _pause_upstream(self, upstream: _Upstream, reason: str) -> None:
         if not upstream.paused_for:
