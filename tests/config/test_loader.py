@@ -864,3 +864,30 @@ def test_config_objects_are_immutable() -> None:
         config.clusters["other"] = config.clusters["admin-service-v2"]  # type: ignore[index]
     assert isinstance(config.virtual_hosts, tuple)
     assert isinstance(route.match.headers, tuple)
+
+
+def test_cluster_options_weighted_endpoints_pending_limit_and_hash_key() -> None:
+    config = load_config(
+        {
+            "clusters": {
+                "c": {
+                    "endpoints": ["127.0.0.1:1", {"address": "127.0.0.1:2", "weight": 3}],
+                    "max_pending_requests": 10,
+                    "idle_timeout": "30s",
+                    "lb": "ring_hash",
+                    "hash_on": {"header": "X-User"},
+                }
+            },
+            "routes": [],
+        }
+    )
+    cluster = config.clusters["c"]
+    assert [e.weight for e in cluster.endpoints] == [1, 3]
+    assert (cluster.max_pending_requests, cluster.idle_timeout) == (10, 30.0)
+    assert cluster.hash_header == "x-user"
+
+
+def test_bad_hash_on_is_a_located_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text("clusters:\n  c:\n    endpoints: ['127.0.0.1:1']\n    hash_on: cookie\n")
+    assert "clusters.c.hash_on: expected client_ip or {header: NAME}" in str(info.value)

@@ -296,3 +296,44 @@ def test_expect_100_continue_on_a_local_answer_gets_the_final_status_only() -> N
     )
     assert sent(actions, client).startswith(b"HTTP/1.1 404 ")
     assert closed(actions, client) is not None  # the unread body makes the connection unusable
+
+
+def test_pool_overflow_is_503_uo() -> None:
+    raw = {
+        "clusters": {
+            "tiny": {
+                "endpoints": ["127.0.0.1:9009"],
+                "max_connections_per_host": 1,
+                "max_pending_requests": 1,
+            }
+        },
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "tiny"}}],
+    }
+    book = Playbook.from_config(raw)
+    clients = [book.connect(peer=("10.0.0.1", 1000 + i)) for i in range(3)]
+    book.send(clients[0], b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")  # opens the one connection
+    book.send(clients[1], b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")  # waits: pending 1 of 1
+    actions = book.send(clients[2], b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert sent(actions, clients[2]).startswith(b"HTTP/1.1 503 ")
+    assert access_logs(actions)[0]["flags"] == "UO"
+
+
+def test_ring_hash_on_a_header_sends_one_user_to_one_endpoint() -> None:
+    endpoints = [f"127.0.0.1:{9100 + i}" for i in range(5)]
+    raw = {
+        "clusters": {
+            "users": {"endpoints": endpoints, "lb": "ring_hash", "hash_on": {"header": "x-user"}}
+        },
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "users"}}],
+    }
+    book = Playbook.from_config(raw)
+    chosen: dict[str, set[int]] = {}
+    for i in range(40):
+        user = f"user-{i % 4}"
+        client = book.connect(peer=(f"10.0.{i}.1", 5000))
+        actions = book.send(client, f"GET / HTTP/1.1\r\nHost: a\r\nx-user: {user}\r\n\r\n".encode())
+        opened = [a for a in actions if isinstance(a, OpenUpstream)]
+        if opened:
+            chosen.setdefault(user, set()).add(opened[0].endpoint.port)
+    assert all(len(ports) == 1 for ports in chosen.values())  # whatever the client IP
+    assert len({p for ports in chosen.values() for p in ports}) > 1

@@ -957,12 +957,50 @@ def _host_port(node: _Node, what: str) -> tuple[str, int] | None:
     return host, port
 
 
+def _endpoint(node: _Node) -> tuple[str, int, int] | None:
+    """``"host:port"`` or ``{address: "host:port", weight: N}``."""
+    if isinstance(node.value, dict):
+        fields = _mapping(node, ("address", "weight"), required=("address",))
+        if fields is None or "address" not in fields:
+            return None
+        address = _host_port(fields["address"], "an endpoint")
+        weight = _int(fields["weight"], 1, 1_000_000) if "weight" in fields else 1
+        if address is None or weight is None:
+            return None
+        return (*address, weight)
+    address = _host_port(node, "an endpoint")
+    return None if address is None else (*address, 1)
+
+
+def _hash_on(node: _Node) -> tuple[str | None] | None:
+    """``client_ip`` (the default) or ``{header: NAME}``: the ring_hash key."""
+    if node.value == "client_ip":
+        return (None,)
+    if isinstance(node.value, dict):
+        fields = _mapping(node, ("header",), required=("header",))
+        if fields is None or "header" not in fields:
+            return None
+        name = _header_name(fields["header"])
+        return None if name is None else (name,)
+    node.error(f"expected client_ip or {{header: NAME}}, got {_describe(node.value)}")
+    return None
+
+
 def _cluster(name: str, node: _Node) -> m.Cluster | None:
-    keys = ("endpoints", "protocol", "lb", "max_connections_per_host", "connect_timeout")
+    keys = (
+        "endpoints",
+        "protocol",
+        "lb",
+        "max_connections_per_host",
+        "max_pending_requests",
+        "connect_timeout",
+        "idle_timeout",
+        "hash_on",
+    )
     fields = _mapping(node, keys, required=("endpoints",))
     if fields is None or "endpoints" not in fields:
         return None
-    endpoints = _each(fields["endpoints"], lambda n: _host_port(n, "an endpoint"))
+    endpoints = _each(fields["endpoints"], _endpoint)
     if endpoints == ():
         fields["endpoints"].error("expected at least one endpoint")
         endpoints = None
@@ -982,18 +1020,30 @@ def _cluster(name: str, node: _Node) -> m.Cluster | None:
         if "connect_timeout" in fields
         else 1.0
     )
+    max_pending = (
+        _int(fields["max_pending_requests"], 1, 1_000_000)
+        if "max_pending_requests" in fields
+        else 1024
+    )
+    idle_timeout = (
+        _duration(fields["idle_timeout"], allow_zero=False) if "idle_timeout" in fields else 60.0
+    )
+    hash_on = _hash_on(fields["hash_on"]) if "hash_on" in fields else (None,)
     if endpoints is None or protocol is None or lb is None or max_conn is None:
         return None
-    if connect_timeout is None:
+    if connect_timeout is None or max_pending is None or idle_timeout is None or hash_on is None:
         return None
     return m.Cluster(
         name,
-        tuple(m.Endpoint(h, p) for h, p in endpoints),
+        tuple(m.Endpoint(h, p, w) for h, p, w in endpoints),
         cast(m.UpstreamProtocol, protocol),
         cast(m.LbPolicy, lb),
         max_conn,
         connect_timeout,
         node.path,
+        max_pending_requests=max_pending,
+        idle_timeout=idle_timeout,
+        hash_header=hash_on[0],
     )
 
 

@@ -346,8 +346,11 @@ class VirtualHost:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """One upstream address; ``weight`` is its share for the load balancer."""
+
     host: str
     port: int
+    weight: int = 1
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -364,6 +367,9 @@ class Cluster:
     max_connections_per_host: int = 64
     connect_timeout: float = 1.0
     location: str = ""
+    max_pending_requests: int = 1024
+    idle_timeout: float = 60.0
+    hash_header: str | None = None  # ring_hash key: this header, else the client IP
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,7 @@ from gwcore.upstream import (
     ConnectionPool,
     OpenConnection,
     PickContext,
+    PoolLimits,
     Queued,
     Rejected,
     UseConnection,
@@ -227,7 +228,15 @@ class Gateway:
         self._listeners: Mapping[str, m.Listener] = {ln.name: ln for ln in config.listeners}
         self._clusters = {
             name: _ClusterState(
-                cluster, make_balancer(cluster), ConnectionPool.for_cluster(cluster)
+                cluster,
+                make_balancer(cluster),
+                ConnectionPool.for_cluster(
+                    cluster,
+                    PoolLimits(
+                        max_pending=cluster.max_pending_requests,
+                        idle_timeout=cluster.idle_timeout,
+                    ),
+                ),
             )
             for name, cluster in config.clusters.items()
         }
@@ -746,11 +755,12 @@ class Gateway:
         cluster_name = action.pick_cluster(self._entropy.random())
         exchange.cluster = cluster_name
         state = self._clusters[cluster_name]
+        hash_key: str | None = exchange.client.peer[0]
+        if state.cluster.hash_header is not None:
+            values = header_values(exchange.head.headers, state.cluster.hash_header)
+            hash_key = values[0] if values else None  # no header: a random ring point
         endpoint = state.balancer.pick(
-            PickContext(
-                draws=(self._entropy.random(), self._entropy.random()),
-                hash_key=exchange.client.peer[0],
-            )
+            PickContext(draws=(self._entropy.random(), self._entropy.random()), hash_key=hash_key)
         )
         if endpoint is None:
             self._local_response(exchange, 503, "no healthy upstream\n", flags="UH")
