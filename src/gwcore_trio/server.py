@@ -56,6 +56,7 @@ from gwcore.gateway.events import (
     BytesReceived,
     ClientConnected,
     ConnectionLost,
+    DrainStarted,
     EofReceived,
     Event,
     TimerFired,
@@ -176,6 +177,7 @@ class Server:
         """Stop accepting, then wait up to ``grace`` seconds for the exchanges in flight
         to finish (idle keep-alive connections do not hold the drain up)."""
         self.stop_accepting()
+        self.feed(DrainStarted())
         with trio.move_on_after(grace):
             while self.gateway.active_exchanges or any(
                 c.queued for c in self._connections.values() if not c.upstream

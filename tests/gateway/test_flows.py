@@ -9,6 +9,7 @@ from playbook import Playbook, access_logs, closed, only, sent
 from gwcore.gateway import (
     CloseConnection,
     ConnectionLost,
+    DrainStarted,
     EofReceived,
     OpenUpstream,
     PauseReading,
@@ -337,3 +338,17 @@ def test_ring_hash_on_a_header_sends_one_user_to_one_endpoint() -> None:
             chosen.setdefault(user, set()).add(opened[0].endpoint.port)
     assert all(len(ports) == 1 for ports in chosen.values())  # whatever the client IP
     assert len({p for ports in chosen.values() for p in ports}) > 1
+
+
+def test_drain_closes_idle_clients_now_and_busy_ones_after_their_response() -> None:
+    book, idle = _book()
+    busy = book.connect(peer=("10.1.2.4", 40001))
+    opened = only(book.send(busy, b"GET /api/a HTTP/1.1\r\nHost: a\r\n\r\n"), OpenUpstream)
+    book(UpstreamConnected(opened.conn))
+    actions = book(DrainStarted())
+    assert closed(actions, idle) == CloseConnection(idle)
+    assert closed(actions, busy) is None
+    actions = book.send(opened.conn, OK)
+    response = sent(actions, busy)
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in response
+    assert closed(actions, busy) == CloseConnection(busy)

@@ -47,6 +47,7 @@ from gwcore.gateway.events import (
     BytesReceived,
     ClientConnected,
     ConnectionLost,
+    DrainStarted,
     EofReceived,
     Event,
     TimerFired,
@@ -244,6 +245,7 @@ class Gateway:
         self._upstreams: dict[int, _Upstream] = {}
         self._exchanges: dict[int, _Exchange] = {}
         self._timers: set[TimerRef] = set()
+        self._draining = False
         self._next_conn = 1
         self._next_exchange = 1
         self._out: list[Action] = []
@@ -296,6 +298,8 @@ class Gateway:
                 self._backpressure(conn, blocked=True)
             case WritesDrained(conn=conn):
                 self._backpressure(conn, blocked=False)
+            case DrainStarted():
+                self._drain()
         out, self._out = self._out, []
         return out
 
@@ -392,6 +396,17 @@ class Gateway:
                         self._request_end(client.exchange, trailers)
                 case ProtocolError(status=status, reason=reason):
                     self._client_protocol_error(client, status, reason)
+
+    def _drain(self) -> None:
+        """Graceful shutdown: close idle clients now, the others after their exchanges."""
+        self._draining = True
+        for client in list(self._clients.values()):
+            if client.h2 is not None:
+                client.h2.goaway()
+                self._flush_h2(client)
+                self._h2_idle_check(client, closing=not client.streams)
+            elif client.exchange is None:
+                self._close_client(client)
 
     # ------------------------------------------------------------------ HTTP/2
 
@@ -534,6 +549,8 @@ class Gateway:
                     exchange.h2_end_sent = True
                 self._flush_h2(client)
             return
+        if self._draining:
+            head = replace(head, headers=(*head.headers, ("connection", "close")))
         self._send_client(exchange, client.codec.send_response_head(head))
 
     def _respond_data(self, exchange: _Exchange, data: bytes) -> None:
@@ -1130,6 +1147,8 @@ class Gateway:
                 exchange.h2_end_sent = True
                 self._flush_h2(client)
         elif client.exchange is exchange and not client.closed:
+            if self._draining:
+                headers = (*headers, ("connection", "close"))
             self._send_client(exchange, client.codec.send_local_response(status, headers, body))
         exchange.finished = True
         self._maybe_complete(exchange)

@@ -83,6 +83,13 @@ class WritesDrained:
     conn: int
 
 
+@dataclass(frozen=True, slots=True)
+class DrainStarted:
+    """The gateway is shutting down gracefully: the adapter stopped accepting. Idle
+    client connections close now; busy ones close after their exchange (HTTP/1.1
+    responses carry ``Connection: close``, HTTP/2 clients get GOAWAY)."""
+
+
 Event = (
     ClientConnected
     | BytesReceived
@@ -93,4 +100,5 @@ Event = (
     | TimerFired
     | WritesBlocked
     | WritesDrained
+    | DrainStarted
 )
