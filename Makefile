@@ -27,8 +27,12 @@ run: $(STAMP)
 	$(BIN)/gwcore check examples/gateway.yaml
 	$(BIN)/python examples/run_demo.py
 
+# Router benchmark, then the proxy benchmark (gwcore vs nginx vs direct, with wrk;
+# bench/setup.sh installs wrk, nginx-light and nghttp2-client from Debian when missing).
 bench: $(STAMP)
 	$(BIN)/python bench/bench_router.py
+	sh bench/setup.sh
+	$(BIN)/python bench/bench_proxy.py
 
 # Longer hypothesis runs of the router against the reference matcher (on demand, not in CI).
 fuzz: $(STAMP)

@@ -1,0 +1,1125 @@
+"""Proxy benchmark: gwcore against nginx and against no proxy at all, one command.
+
+Three targets, the same upstream, the same request, the same load generator:
+
+1. ``direct``: wrk -> upstream (what the machine can do without a proxy);
+2. ``nginx``: wrk -> nginx reverse proxy (one worker, ``upstream {}`` with
+   ``keepalive 32``, ``proxy_http_version 1.1``, ``Connection ""``) -> upstream;
+3. ``gwcore``: wrk -> ``gwcore serve`` (trio adapter, one process) -> upstream, on a
+   generated table of 100 routes (prefixes, exact paths, templates, a regex, header
+   matchers) where the benchmarked request matches route 51, in the middle.
+
+The upstream is a separate nginx answering ``return 200 "ok"``, the fastest and most
+neutral thing to put behind a proxy. Every nginx runs from a config written to a temp
+directory (pid, logs and temp paths there; nothing under /etc/nginx is read or
+written), in the foreground, in its own session, and is stopped at the end, also on
+Ctrl-C. Only 127.0.0.1 is used.
+
+Placement on a 2-core machine: each proxy is pinned to core 1 (``taskset -c 1``), wrk
+to core 0; the upstream is pinned to core 0 too by default (``--upstream-cpu``), so
+that the proxy has core 1 to itself, except for the direct target, where the upstream
+is the server under test and is moved to core 1. The CPU time each process group used
+during every run is read from /proc, so "rps per proxy core" is requests per second
+per core-second the proxy actually used, not per core it could have used (robust to
+a busy machine, and to a proxy that is latency-bound rather than CPU-bound).
+
+Method: a warm-up per target, then interleaved rounds (the target order rotates each
+round), ``wrk --latency`` with HTTP/1.1 keep-alive; the table shows the median round
+(rps, p50, p99), and counts gwcore's non-2xx responses and socket errors (exit
+status 1 if any). Afterwards gwcore is profiled under the same load: py-spy
+(sampling, no change to the process) for where the time goes, and cProfile (a second
+gwcore run by ``bench/gwcore_cprofile.py``, profiling switched on after a warm-up;
+slower, but exact call counts) for calls per request. ``--minimal`` adds a fourth
+target, ``bench/minimal_proxy.py``: a bare trio+h11 proxy, the floor of this design.
+
+Run: ``make bench`` (installs wrk/nginx/h2load with ``bench/setup.sh`` when missing)
+or ``.venv/bin/python bench/bench_proxy.py [--quick] [--duration S] [--connections N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import pstats
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+API_HOST = "api.example.com"
+BLOCK = 20
+ROUTES = 100
+TARGET_ROUTE = 51  # block 2, position 11: a path template plus an exact header match
+REQUEST_PATH = "/svc2/orgs/acme"
+REQUEST_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Host", API_HOST),
+    ("User-Agent", "wrk/4.1 gwcore-bench"),
+    ("Accept", "application/json"),
+    ("X-Tenant", f"t{TARGET_ROUTE}"),
+)
+BODY = "ok"
+PROXY_CPU = "1"
+CLIENT_CPU = "0"
+TARGETS = ("direct", "nginx", "gwcore")
+MINIMAL = "trio+h11"  # --minimal: bench/minimal_proxy.py, the floor of a trio/h11 design
+REFERENCE = (
+    "Reference figures for this kind of machine (from the issue): nginx ~80k rps per "
+    "core, Envoy ~20k, a minimal trio+h11 proxy ~4.7k."
+)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------ configs
+
+
+def _route(index: int, cluster: str) -> dict[str, Any]:
+    """Route ``index``: position ``index % 20`` of a service block, as an operator
+    would write it (specific first, the service's catch-all prefix last)."""
+    base = f"/svc{index // BLOCK}"
+    pos = index % BLOCK
+    match: dict[str, Any]
+    if pos == 0:
+        match = {"path": f"{base}/health", "methods": ["GET", "HEAD"]}
+    elif pos == 1:
+        match = {"path_template": f"{base}/items/{{id}}", "methods": ["GET"]}
+    elif pos == 2:
+        match = {"path_template": f"{base}/users/{{uid}}/orders/*"}
+    elif pos == 3:
+        match = {
+            "prefix": "/tenants/",
+            "headers": [{"name": "x-tenant", "exact_match": f"t{index}"}],
+        }
+    elif pos == 4:
+        match = {"prefix": f"{base}/items/", "methods": ["POST", "PUT", "DELETE"]}
+    elif pos == 5:
+        match = {"safe_regex": f"{base}/v[0-9]+/report"}
+    elif pos == 6:
+        match = {"path_template": f"{base}/items/{{id}}/reviews/{{rid}}"}
+    elif pos == 7:
+        match = {
+            "prefix": f"{base}/beta/",
+            "headers": [{"name": "x-tenant", "prefix_match": "beta-"}],
+        }
+    elif pos == 8:
+        match = {"prefix": f"{base}/static/", "methods": ["GET", "HEAD"]}
+    elif pos == 9:
+        match = {"path": f"{base}/login", "methods": ["POST"]}
+    elif pos == 10:
+        match = {"prefix": f"{base}/api/v2/"}
+    elif pos == 11:  # the benchmarked route when index == 51
+        match = {
+            "path_template": f"{base}/orgs/{{org}}",
+            "headers": [{"name": "x-tenant", "exact_match": f"t{index}"}],
+        }
+    elif pos == 12:
+        match = {"path_template": f"{base}/files/**"}
+    elif pos == 13:
+        match = {"prefix": f"{base}/api/", "methods": ["GET"]}
+    elif pos == 14:
+        match = {"prefix": f"{base}/admin/", "methods": ["GET", "POST", "PUT", "DELETE"]}
+    elif pos == 15:
+        match = {
+            "prefix": f"{base}/debug/",
+            "headers": [{"name": "x-debug", "present_match": True}],
+        }
+    elif pos == 16:
+        match = {"path_template": f"{base}/search/*"}
+    elif pos == 17:
+        match = {"prefix": f"{base}/events/"}
+    elif pos == 18:
+        match = {"prefix": f"{base}/rpc/", "methods": ["POST"]}
+    else:
+        match = {"prefix": f"{base}/"}
+    return {"name": f"r{index}", "match": match, "route": {"cluster": cluster, "timeout": "5s"}}
+
+
+def gwcore_config(upstream_port: int, listen_port: int) -> dict[str, Any]:
+    """100 routes in 5 service blocks, one cluster per service (all on the upstream),
+    plus three small virtual hosts so host selection does real work."""
+    services = ROUTES // BLOCK
+    endpoint = [f"{HOST}:{upstream_port}"]
+    clusters = {f"svc{s}": {"endpoints": endpoint} for s in range(services)}
+    routes = [_route(i, f"svc{i // BLOCK}") for i in range(ROUTES)]
+    return {
+        "listeners": [{"name": "bench", "address": f"{HOST}:{listen_port}"}],
+        "clusters": clusters,
+        "virtual_hosts": [
+            {
+                "name": "admin",
+                "domains": ["admin.example.com"],
+                "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 403}}],
+            },
+            {
+                "name": "internal",
+                "domains": ["*.svc.cluster.local", "internal.*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "svc0"}}],
+            },
+            {"name": "api", "domains": [API_HOST, f"*.{API_HOST}"], "routes": routes},
+            {
+                "name": "fallback",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 421}}],
+            },
+        ],
+    }
+
+
+def _nginx_main(prefix: Path) -> str:
+    """The parts every nginx here shares: foreground, one worker, files in ``prefix``."""
+    return f"""daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+"""
+
+
+def _nginx_http(prefix: Path) -> str:
+    return f"""    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+"""
+
+
+def upstream_nginx_config(prefix: Path, port: int) -> str:
+    return (
+        _nginx_main(prefix)
+        + "http {\n"
+        + _nginx_http(prefix)
+        + f"""    server {{
+        listen {HOST}:{port};
+        location / {{
+            default_type text/plain;
+            return 200 "{BODY}";
+        }}
+    }}
+}}
+"""
+    )
+
+
+def proxy_nginx_config(prefix: Path, port: int, upstream_port: int) -> str:
+    return (
+        _nginx_main(prefix)
+        + "http {\n"
+        + _nginx_http(prefix)
+        + f"""    upstream backend {{
+        server {HOST}:{upstream_port};
+        keepalive 32;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {HOST}:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+    )
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {HOST}:{port} within 15 s:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Service:
+    """A server process this run started (its own session: pgid == pid)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class Processes:
+    """Everything started, stopped in reverse order whatever happens."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, argv: Sequence[str], *, stdout: Any = subprocess.DEVNULL, log: Path
+    ) -> subprocess.Popen[bytes]:
+        with log.open("ab") as err:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=err,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+            )
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
+        """Signal the process (and its group: nginx workers), then kill what is left."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+            try:
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        # nginx workers die with their master; anything left in the group goes now.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        while self.started:
+            proc = self.started.pop()
+            with contextlib.suppress(Exception):
+                self.stop(proc)
+
+
+def _group_stats(pgid: int) -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, /proc/PID/stat fields from the state on) of each process in group ``pgid``."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            yield int(entry.name), fields
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """user+system CPU seconds of every live process in process group ``pgid``."""
+    ticks = sum(int(f[11]) + int(f[12]) for _pid, f in _group_stats(pgid))
+    return ticks / CLK_TCK
+
+
+def pin_group(pgid: int, cpus: str) -> None:
+    """Move every process of group ``pgid`` (nginx master and worker) to ``cpus``
+    ("0", "0,1"; "" means every CPU)."""
+    wanted = {int(c) for c in cpus.split(",")} if cpus else set(range(os.cpu_count() or 1))
+    for pid, _fields in _group_stats(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(pid, wanted)
+
+
+# ---------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkResult:
+    target: str
+    rps: float
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: dict[str, int]
+    proxy_cpu: float  # core-seconds per wall second used by the proxy's process group
+    upstream_cpu: float
+    client_cpu: float = 0.0  # the same for wrk
+    raw: str = ""
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(f"cannot read the duration {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(target: str, out: str, proxy_cpu: float, upstream_cpu: float) -> WrkResult:
+    def grab(pattern: str) -> re.Match[str]:
+        m = re.search(pattern, out, re.MULTILINE)
+        if not m:
+            raise ValueError(f"wrk output has no match for {pattern!r}:\n{out}")
+        return m
+
+    done = grab(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkResult(
+        target=target,
+        rps=float(grab(r"^Requests/sec:\s+([\d.]+)").group(1)),
+        requests=int(done.group(1)),
+        seconds=_ms(done.group(2) + done.group(3)) / 1e3,
+        p50_ms=_ms(grab(r"^\s+50%\s+(\S+)").group(1)),
+        p99_ms=_ms(grab(r"^\s+99%\s+(\S+)").group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=(
+            dict(
+                zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True)
+            )
+            if errors
+            else {}
+        ),
+        proxy_cpu=proxy_cpu,
+        upstream_cpu=upstream_cpu,
+        raw=out,
+    )
+
+
+def wrk_argv(port: int, seconds: float, connections: int, threads: int) -> list[str]:
+    argv = ["taskset", "-c", CLIENT_CPU, "wrk", f"-t{threads}", f"-c{connections}"]
+    argv += [f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
+    for name, value in REQUEST_HEADERS:
+        argv += ["-H", f"{name}: {value}"]
+    return [*argv, f"http://{HOST}:{port}{REQUEST_PATH}"]
+
+
+def run_wrk(
+    target: str,
+    port: int,
+    seconds: float,
+    args: argparse.Namespace,
+    *,
+    proxy_pgid: int | None,
+    upstream_pgid: int | None,
+) -> WrkResult:
+    argv = wrk_argv(port, seconds, args.connections, args.threads)
+    before = time.monotonic()
+    proxy0 = group_cpu_seconds(proxy_pgid) if proxy_pgid else 0.0
+    up0 = group_cpu_seconds(upstream_pgid) if upstream_pgid else 0.0
+    client0 = _children_cpu_seconds()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=seconds + 30)
+    finally:
+        Processes.stop(proc, wait=2)
+    wall = time.monotonic() - before
+    proxy1 = group_cpu_seconds(proxy_pgid) if proxy_pgid else 0.0
+    up1 = group_cpu_seconds(upstream_pgid) if upstream_pgid else 0.0
+    client = (_children_cpu_seconds() - client0) / wall  # wrk has been reaped: its rusage
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {shlex.join(argv)}\n{out.decode()}")
+    result = parse_wrk(target, out.decode(), (proxy1 - proxy0) / wall, (up1 - up0) / wall)
+    result.client_cpu = client
+    return result
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ------------------------------------------------------------------- checks
+
+
+def check_request(port: int, what: str) -> dict[str, str]:
+    """One request as wrk sends it: 200 and the upstream's body, or an error."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        conn.putrequest("GET", REQUEST_PATH, skip_host=True, skip_accept_encoding=True)
+        for name, value in REQUEST_HEADERS:
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace")
+        headers = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+    if response.status != 200 or body != BODY:
+        raise RuntimeError(f"{what}: expected 200 {BODY!r}, got {response.status} {body!r}")
+    return headers
+
+
+def check_route(gwcore: list[str], config: Path) -> None:
+    argv = [*gwcore, "route", str(config), "--host", API_HOST, "--path", REQUEST_PATH, "--json"]
+    for name, value in REQUEST_HEADERS[1:]:
+        argv += ["-H", f"{name}: {value}"]
+    answer = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+    if answer.get("route") != f"r{TARGET_ROUTE}":
+        raise RuntimeError(f"the bench request should take route r{TARGET_ROUTE}, got {answer}")
+
+
+# ------------------------------------------------------------------ reports
+
+
+def _median_result(results: list[WrkResult]) -> WrkResult:
+    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
+
+
+def print_table(rounds: dict[str, list[WrkResult]]) -> None:
+    med = {t: _median_result(rs) for t, rs in rounds.items() if rs}
+    nginx = med.get("nginx")
+    print("| target | rps | p50 ms | p99 ms | rps per proxy core | vs nginx |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for target in rounds:
+        if target not in med:
+            continue
+        r = med[target]
+        per_core = "-" if target == "direct" else f"{r.rps / max(r.proxy_cpu, 1e-9):,.0f}"
+        vs = f"{r.rps / nginx.rps:.3f}x" if nginx else "-"
+        print(f"| {target} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {per_core} | {vs} |")
+    print()
+    print("Details (median round; CPU = core-seconds used per wall second, from /proc):")
+    print()
+    print(
+        "| target | rounds rps | proxy CPU | upstream CPU | wrk CPU | requests "
+        "| non-2xx | socket errors |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for target in rounds:
+        if target not in med:
+            continue
+        r = med[target]
+        spread = ", ".join(f"{x.rps:,.0f}" for x in rounds[target])
+        proxy = "-" if target == "direct" else f"{r.proxy_cpu:.2f}"
+        total_non2xx = sum(x.non_2xx for x in rounds[target])
+        sock = Counter[str]()
+        for x in rounds[target]:
+            sock.update(x.socket_errors)
+        sock_text = ", ".join(f"{k} {v}" for k, v in sock.items() if v) or "0"
+        total = sum(x.requests for x in rounds[target])
+        print(
+            f"| {target} | {spread} | {proxy} | {r.upstream_cpu:.2f} | {r.client_cpu:.2f} "
+            f"| {total:,} "
+            f"| {total_non2xx} | {sock_text} |"
+        )
+
+
+def _notes(rounds: dict[str, list[WrkResult]]) -> None:
+    med = {t: _median_result(rs) for t, rs in rounds.items() if rs}
+    nginx, gw = med.get("nginx"), med.get("gwcore")
+    if nginx and nginx.proxy_cpu < 0.9:
+        core0 = nginx.client_cpu + nginx.upstream_cpu
+        limit = (
+            f"core {CLIENT_CPU} (wrk + upstream used {core0:.2f} of it)"
+            if core0 > 0.9
+            else f"the cross-core round trips, not CPU (core {CLIENT_CPU}: wrk + upstream "
+            f"used {core0:.2f}): on a VM, waking an idle vCPU costs tens of microseconds"
+        )
+        print(
+            f"nginx used {nginx.proxy_cpu:.2f} of its core, so its rps is capped by {limit}; "
+            "compare per proxy core."
+        )
+    if nginx and gw and nginx.proxy_cpu and gw.proxy_cpu:
+        ratio = (gw.rps / gw.proxy_cpu) / (nginx.rps / nginx.proxy_cpu)
+        print(
+            f"Per proxy core, gwcore does {ratio:.3f}x nginx's work "
+            f"({1e6 * gw.proxy_cpu / gw.rps:.0f} us of CPU per request vs "
+            f"{1e6 * nginx.proxy_cpu / nginx.rps:.1f} us)."
+        )
+    minimal = med.get(MINIMAL)
+    if minimal and gw and minimal.proxy_cpu and gw.proxy_cpu:
+        gw_us, min_us = 1e6 * gw.proxy_cpu / gw.rps, 1e6 * minimal.proxy_cpu / minimal.rps
+        print(
+            f"A minimal trio+h11 proxy spends {min_us:.0f} us of CPU per request here; "
+            f"gwcore {gw_us:.0f} us ({gw_us / min_us:.2f}x), {gw_us - min_us:.0f} us more "
+            "for the same socket I/O and the same four h11 messages per request."
+        )
+
+
+# ------------------------------------------------------------------ profile
+
+_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("gwcore/protocol/http1", "gwcore HTTP/1.1 gate + codec (protocol/http1*.py)"),
+    ("h11/", "h11"),
+    ("gwcore/routing/", "routing"),
+    ("gwcore/gateway/", "engine (gateway/)"),
+    ("gwcore/upstream/", "upstream pool/balancer"),
+    ("gwcore/", "gwcore (other)"),
+    ("gwcore_trio/", "trio adapter (gwcore_trio/)"),
+    ("trio/", "trio runtime (incl. socket syscalls)"),
+    ("json/", "json (access log)"),
+    ("datetime", "datetime (access log)"),
+    ("outcome/", "trio runtime (incl. socket syscalls)"),
+    ("sniffio/", "trio runtime (incl. socket syscalls)"),
+)
+
+
+def _category(frame: str) -> str:
+    location = frame[frame.rfind("(") + 1 :]
+    for needle, name in _CATEGORIES:
+        if needle in location:
+            return name
+    return "other (stdlib, interpreter)"
+
+
+def _short(frame: str) -> str:
+    """``func (/long/path/site-packages/h11/_x.py:12)`` -> ``func (h11/_x.py:12)``."""
+    m = re.fullmatch(r"(.*) \((.*)\)", frame)
+    if not m:
+        return frame
+    func, location = m.groups()
+    for marker in ("site-packages/", "/src/", "/lib/python3"):
+        if marker in location:
+            location = location.split(marker, 1)[1]
+            if marker == "/lib/python3":
+                location = "stdlib:" + location.split("/", 1)[-1]
+            break
+    return f"{func} ({location})"
+
+
+# Named steps of one exchange: a sample counts for a step when any frame of its stack
+# matches (so nested work is included once). A name that no longer exists shows 0.
+_STEPS: tuple[tuple[str, str], ...] = (
+    ("HTTP/1.1 parse, h11 part (H11Parser.feed)", r"^H11Parser\.feed "),
+    ("HTTP/1.1 serialise via h11 (H11Parser.send)", r"^H11Parser\.send "),
+    ("gate head checks (http1_syntax parse_*_head)", r"^parse_(request|response)_head "),
+    ("routing (RouteTable.match)", r"^RouteTable\.match "),
+    ("upstream pool + balancer (gwcore/upstream/)", r"\(gwcore/upstream/"),
+    ("header rewriting (gwcore/gateway/headers.py)", r"\(gwcore/gateway/headers\.py"),
+    ("access log (Gateway._access_log + Server._write_log)", r"_access_log |_write_log "),
+    (
+        "timers (engine _start/_cancel_timer, adapter heap)",
+        r"_start_timer |_cancel_timer |_compact_timers |_timer_loop ",
+    ),
+    ("dataclass __init__ (events, actions, messages)", r"^__create_fn__.*__init__ "),
+    ("adapter writer task (Server._writer)", r"^Server\._writer "),
+    ("socket send/recv syscalls (trio _nonblocking_helper)", r"_nonblocking_helper "),
+    ("trio scheduler + epoll, no gwcore frame above trio's run loop", r"\((gwcore|gwcore_trio)/"),
+)
+
+
+def report_pyspy(raw: Path, requests: int, top: int) -> None:
+    own: Counter[str] = Counter()
+    cum: Counter[str] = Counter()
+    cats: Counter[str] = Counter()
+    steps: Counter[str] = Counter()
+    patterns = [(name, re.compile(rx)) for name, rx in _STEPS]
+    outside = _STEPS[-1][0]
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        cats[_category(stack.split(";")[-1])] += count
+        for f in set(frames):
+            cum[f] += count
+        for name, rx in patterns:
+            if name == outside:
+                loop = max(
+                    (i for i, f in enumerate(frames) if f.startswith("unrolled_run ")), default=-1
+                )
+                if not any(rx.search(f) for f in frames[loop + 1 :]):
+                    steps[name] += count
+            elif any(rx.search(f) for f in frames):
+                steps[name] += count
+    if not total:
+        print("py-spy recorded no samples.")
+        return
+    print(f"py-spy: {total} samples of gwcore on CPU (idle waits excluded), {requests:,} requests")
+    print()
+    print("Where the time goes, by named step (cumulative: nested work included once):")
+    print()
+    print("| step | cum % |")
+    print("|---|---:|")
+    for name, _rx in _STEPS:
+        print(f"| {name} | {100 * steps[name] / total:.1f} |")
+    print()
+    print("Own time by layer (the leaf Python frame; C calls count for their caller):")
+    print()
+    print("| layer | own % |")
+    print("|---|---:|")
+    for name, count in cats.most_common():
+        print(f"| {name} | {100 * count / total:.1f} |")
+    print()
+    print(f"Top {top} by own time:")
+    print()
+    print("| own % | cum % | function |")
+    print("|---:|---:|---|")
+    for frame, count in own.most_common(top):
+        print(f"| {100 * count / total:.1f} | {100 * cum[frame] / total:.1f} | `{frame}` |")
+    print()
+    print(f"Top {top} by cumulative time (below the trio run loop):")
+    print()
+    print("| cum % | own % | function |")
+    print("|---:|---:|---|")
+    shown = 0
+    for frame, count in cum.most_common():
+        if count / total > 0.97:  # the run loop, main(), <module>: everything
+            continue
+        print(f"| {100 * count / total:.1f} | {100 * own[frame] / total:.1f} | `{frame}` |")
+        shown += 1
+        if shown >= top:
+            break
+
+
+# Called once per request: its call count is the number of requests profiled.
+ONCE_PER_REQUEST = ("gateway/engine.py", "_access_log")
+
+
+def report_cprofile(stats_path: Path, estimate: int, top: int) -> None:
+    stats = pstats.Stats(str(stats_path))
+    rows = []
+    requests, source = estimate, "wrk's rate x the window"
+    for (filename, line, func), (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if filename.endswith(ONCE_PER_REQUEST[0]) and func == ONCE_PER_REQUEST[1] and nc:
+            requests, source = nc, f"calls to Gateway.{func}"
+        location = _short(f"{func} ({filename}:{line})")
+        if "_lsprof.Profiler" in location:
+            continue
+        rows.append((location, cc, nc, tt, ct))
+    total_tt = sum(r[3] for r in rows) or 1.0
+    per = max(requests, 1)
+    print(
+        f"cProfile: {requests:,} requests profiled (from {source}), {total_tt:.2f} s of "
+        f"profiled CPU ({1e6 * total_tt / per:.0f} us per request under cProfile, "
+        "which inflates small Python calls)"
+    )
+    print()
+    print(f"Top {top} by own time (tottime):")
+    print()
+    print("| own % | us/req own | calls/req | cum us/req | function |")
+    print("|---:|---:|---:|---:|---|")
+    for location, _cc, nc, tt, ct in sorted(rows, key=lambda r: -r[3])[:top]:
+        print(
+            f"| {100 * tt / total_tt:.1f} | {1e6 * tt / per:.1f} | {nc / per:.2f} "
+            f"| {1e6 * ct / per:.1f} | `{location}` |"
+        )
+    print()
+    print(f"Top {top} by cumulative time (below the trio run loop):")
+    print()
+    print("| cum % | cum us/req | calls/req | function |")
+    print("|---:|---:|---:|---|")
+    shown = 0
+    for location, _cc, nc, _tt, ct in sorted(rows, key=lambda r: -r[4]):
+        if ct / total_tt > 0.97 or "{built-in method builtins.exec}" in location:
+            continue
+        print(
+            f"| {100 * ct / total_tt:.1f} | {1e6 * ct / per:.1f} | {nc / per:.2f} | `{location}` |"
+        )
+        shown += 1
+        if shown >= top:
+            break
+
+
+# --------------------------------------------------------------------- main
+
+
+def ensure_tools(use_pyspy: bool) -> None:
+    missing = [t for t in ("wrk", "nginx", "taskset") if shutil.which(t) is None]
+    if missing:
+        setup = ROOT / "bench" / "setup.sh"
+        print(f"missing {', '.join(missing)}: running {setup}", file=sys.stderr)
+        subprocess.run(["sh", str(setup)], check=True)
+    if use_pyspy and _pyspy() is None:
+        print("py-spy is not installed (pip install -e '.[dev]'); profiling with cProfile only")
+
+
+def _pyspy() -> str | None:
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def _gwcore_argv() -> list[str]:
+    local = Path(sys.executable).parent / "gwcore"
+    return [str(local)] if local.exists() else [sys.executable, "-m", "gwcore"]
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so the ``finally`` stops what was started."""
+
+    def raise_interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (done.stdout + done.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="1 round of 3 s per target, short profile")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per round (default 10)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per target (default 3)")
+    p.add_argument(
+        "--warmup", type=float, default=2.0, help="warm-up seconds per target (default 2)"
+    )
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: one core)")
+    p.add_argument(
+        "--upstream-cpu",
+        default=CLIENT_CPU,
+        help=f"taskset CPU list for the upstream nginx (default {CLIENT_CPU}, with wrk; "
+        "'' leaves it unpinned)",
+    )
+    p.add_argument(
+        "--minimal",
+        action="store_true",
+        help=f"add a fourth target, {MINIMAL}: bench/minimal_proxy.py (no routing, no "
+        "rewriting, no log), the floor of a trio/h11 proxy on this machine",
+    )
+    p.add_argument(
+        "--access-log",
+        default=os.devnull,
+        help="gwcore's access log, its stdout (default /dev/null)",
+    )
+    p.add_argument(
+        "--profiler",
+        choices=("both", "py-spy", "cprofile", "none"),
+        default="both",
+        help="how to profile gwcore under load afterwards (default both)",
+    )
+    p.add_argument(
+        "--profile-seconds", type=float, default=10.0, help="seconds of each profile (default 10)"
+    )
+    p.add_argument("--top", type=int, default=15, help="rows in each profile table (default 15)")
+    p.add_argument("--keep", action="store_true", help="keep the temp directory (configs, logs)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
+        args.profile_seconds = min(args.profile_seconds, 3.0)
+    return args
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    tmp: Path
+    procs: Processes = field(default_factory=Processes)
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def start_nginx(self, name: str, conf_text: str, port: int, cpu: str) -> Service:
+        prefix = self.tmp / name
+        prefix.mkdir()
+        conf = prefix / "nginx.conf"
+        conf.write_text(conf_text)
+        log = prefix / "stderr.log"
+        pin = ["taskset", "-c", cpu] if cpu else []
+        argv = [*pin, "nginx", "-p", f"{prefix}/", "-e", str(prefix / "error.log"), "-c", str(conf)]
+        proc = self.procs.start(argv, log=log)
+        wait_listening(port, proc, f"nginx ({name})", prefix / "error.log")
+        self.services[name] = Service(name, proc, port, prefix / "error.log")
+        return self.services[name]
+
+    def start_gwcore(self, name: str, config: Path, port: int) -> Service:
+        log = self.tmp / f"{name}.stderr.log"
+        argv = ["taskset", "-c", PROXY_CPU, *_gwcore_argv(), "serve", str(config)]
+        argv += ["--listen", f"{HOST}:{port}"]
+        with open(self.args.access_log, "ab") as access:
+            proc = self.procs.start(argv, stdout=access, log=log)
+        wait_listening(port, proc, name, log)
+        self.services[name] = Service(name, proc, port, log)
+        return self.services[name]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    use_pyspy = args.profiler in ("both", "py-spy")
+    ensure_tools(use_pyspy)
+    tmp = Path(tempfile.mkdtemp(prefix="gwcore-bench-"))
+    tmp.chmod(0o755)  # nginx workers run as nobody when we are root
+    run = Run(args, tmp)
+    load_before = os.getloadavg()
+    try:
+        with _terminate_on_sigterm():
+            return _main(run, load_before)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything started", file=sys.stderr)
+        return 130
+    finally:
+        run.procs.stop_all()
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _main(run: Run, load_before: tuple[float, float, float]) -> int:
+    args, tmp = run.args, run.tmp
+    up_port, nginx_port, gw_port = free_port(), free_port(), free_port()
+    while len({up_port, nginx_port, gw_port}) < 3:
+        nginx_port, gw_port = free_port(), free_port()
+
+    upstream = run.start_nginx(
+        "upstream", upstream_nginx_config(tmp / "upstream", up_port), up_port, args.upstream_cpu
+    )
+    run.start_nginx(
+        "nginx", proxy_nginx_config(tmp / "nginx", nginx_port, up_port), nginx_port, PROXY_CPU
+    )
+    config = tmp / "gwcore.yaml"
+    config.write_text(yaml.safe_dump(gwcore_config(up_port, gw_port), sort_keys=False))
+    check_route(_gwcore_argv(), config)
+    run.start_gwcore("gwcore", config, gw_port)
+
+    ports = {"direct": up_port, "nginx": nginx_port, "gwcore": gw_port}
+    pgids = {
+        "direct": None,
+        "nginx": run.services["nginx"].pid,
+        "gwcore": run.services["gwcore"].pid,
+    }
+    targets: tuple[str, ...] = TARGETS
+    if args.minimal:
+        ports[MINIMAL] = free_port()
+        script = ROOT / "bench" / "minimal_proxy.py"
+        argv = ["taskset", "-c", PROXY_CPU, sys.executable, str(script)]
+        log = tmp / "minimal.stderr.log"
+        proc = run.procs.start([*argv, str(ports[MINIMAL]), str(up_port)], log=log)
+        wait_listening(ports[MINIMAL], proc, MINIMAL, log)
+        pgids[MINIMAL] = proc.pid
+        targets = (*TARGETS, MINIMAL)
+    for target in targets:
+        check_request(ports[target], target)
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    print("# Proxy benchmark: direct vs nginx vs gwcore (HTTP/1.1 keep-alive)")
+    print()
+    print(
+        f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"{_version(['nginx', '-v'])}, {_version(['wrk', '--version'])}"
+    )
+    print(
+        f"Load: wrk -t{args.threads} -c{args.connections} on core {CLIENT_CPU}; each proxy on "
+        f"core {PROXY_CPU}; upstream nginx (1 worker, return 200 {BODY!r}) on "
+        f"{'core ' + args.upstream_cpu if args.upstream_cpu else 'any core'} "
+        f"(core {PROXY_CPU} for direct); "
+        f"{args.rounds} interleaved round(s) x {args.duration:g} s per target after "
+        f"{args.warmup:g} s warm-up; median round shown."
+    )
+    print(
+        f"Request: GET {REQUEST_PATH} with {len(REQUEST_HEADERS)} headers; gwcore routes it "
+        f"to r{TARGET_ROUTE} of {ROUTES} routes (path template + x-tenant exact match); "
+        f"gwcore access log -> {args.access_log}; nginx access_log off."
+    )
+    print(f"Load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
+    if load_before[0] > 0.5:
+        print(
+            "Note: the machine was busy before the run (1-minute load average "
+            f"{load_before[0]:.2f}): rps is noisy; rps per proxy core (CPU from /proc) "
+            "holds up better."
+        )
+    print(flush=True)
+
+    def once(target: str, seconds: float) -> WrkResult:
+        # Direct: the upstream is the server under test, so it gets the proxy's core.
+        pin_group(upstream.pid, PROXY_CPU if target == "direct" else args.upstream_cpu)
+        return run_wrk(
+            target,
+            ports[target],
+            seconds,
+            args,
+            proxy_pgid=pgids[target],
+            upstream_pgid=upstream.pid,
+        )
+
+    for target in targets:
+        once(target, args.warmup)
+    rounds: dict[str, list[WrkResult]] = {t: [] for t in targets}
+    for i in range(args.rounds):
+        order = targets[i % len(targets) :] + targets[: i % len(targets)]
+        for target in order:
+            r = once(target, args.duration)
+            rounds[target].append(r)
+            print(
+                f"  round {i + 1} {target:>8}: {r.rps:>9,.0f} rps  p50 {r.p50_ms:.2f} ms  "
+                f"p99 {r.p99_ms:.2f} ms  proxy CPU {r.proxy_cpu:.2f}  errors {r.errors}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    print_table(rounds)
+    print()
+    _notes(rounds)
+    print(REFERENCE)
+    gw = rounds["gwcore"]
+    non2xx = sum(r.non_2xx for r in gw)
+    sock = sum(sum(r.socket_errors.values()) for r in gw)
+    status = "OK" if non2xx == 0 and sock == 0 else "ERRORS"
+    print(
+        f"gwcore errors over {len(gw)} round(s), {sum(r.requests for r in gw):,} requests: "
+        f"non-2xx {non2xx}, socket errors {sock} -> {status}"
+    )
+    if gw and gw[0].raw and non2xx + sock:
+        print("first gwcore wrk output with errors:")
+        print(next(r.raw for r in gw if r.errors))
+    errors_log = _tail(run.services["gwcore"].log, 5)
+    if errors_log.strip():
+        print(f"gwcore stderr (last lines):\n{errors_log}")
+
+    if args.profiler != "none":
+        print()
+        print(f"## Profile: gwcore under the same load ({args.profile_seconds:g} s)")
+        if args.profiler in ("both", "py-spy") and _pyspy() is not None:
+            profile_pyspy(run, ports["gwcore"], upstream.pid)
+        if args.profiler in ("both", "cprofile"):
+            profile_cprofile(run, config)
+
+    load_after = os.getloadavg()
+    print()
+    print(f"Load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
+    return 0 if status == "OK" else 1
+
+
+def profile_pyspy(run: Run, port: int, upstream_pgid: int) -> None:
+    args = run.args
+    pyspy = _pyspy()
+    assert pyspy is not None
+    raw = run.tmp / "pyspy.txt"
+    seconds = args.profile_seconds
+    gw = run.services["gwcore"]
+    load = subprocess.Popen(
+        wrk_argv(port, seconds + 2, args.connections, args.threads),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(1.0)
+        spy_argv = ["taskset", "-c", CLIENT_CPU, pyspy, "record", "--pid", str(gw.pid)]
+        spy_argv += ["--duration", str(max(1, round(seconds))), "--rate", "200", "--function"]
+        spy_argv += ["--format", "raw", "--output", str(raw)]
+        spy = subprocess.run(
+            spy_argv,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        )
+        out, _ = load.communicate(timeout=seconds + 30)
+    finally:
+        Processes.stop(load, wait=2)
+    if spy.returncode != 0 or not raw.exists():
+        print(f"py-spy failed ({spy.returncode}): {spy.stderr.strip()[-500:]}")
+        return
+    result = parse_wrk("gwcore", out.decode(), 0.0, 0.0)
+    print()
+    print(
+        f"### py-spy (sampling at 200 Hz; the load ran at {result.rps:,.0f} rps while sampled, "
+        f"non-2xx {result.non_2xx}, socket errors {sum(result.socket_errors.values())})"
+    )
+    print()
+    report_pyspy(raw, int(result.rps * seconds), args.top)
+
+
+def profile_cprofile(run: Run, config: Path) -> None:
+    """A second gwcore run by ``bench/gwcore_cprofile.py``: cProfile is switched on by
+    SIGUSR1 after a warm-up under load and off by SIGUSR2; SIGINT stops gwcore, and the
+    stats are written on the way out."""
+    args = run.args
+    stats = run.tmp / "gwcore.pstats"
+    port = free_port()
+    runner = [sys.executable, str(ROOT / "bench" / "gwcore_cprofile.py"), str(stats)]
+    log = run.tmp / "gwcore-cprofile.stderr.log"
+    argv = ["taskset", "-c", PROXY_CPU, *runner, str(config), f"{HOST}:{port}"]
+    with open(args.access_log, "ab") as access:
+        proc = run.procs.start(argv, stdout=access, log=log)
+    warmup = 1.0
+    window = args.profile_seconds
+    try:
+        wait_listening(port, proc, "gwcore under cProfile", log)
+        check_request(port, "gwcore under cProfile")
+        load = subprocess.Popen(
+            wrk_argv(port, warmup + window + 1, args.connections, args.threads),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            time.sleep(warmup)
+            os.kill(proc.pid, signal.SIGUSR1)
+            started = time.monotonic()
+            time.sleep(window)
+            os.kill(proc.pid, signal.SIGUSR2)
+            window = time.monotonic() - started
+            out, _ = load.communicate(timeout=window + 30)
+        finally:
+            Processes.stop(load, wait=2)
+    finally:
+        Processes.stop(proc, signal.SIGINT, wait=15)
+    if not stats.exists():
+        print(f"cProfile wrote no stats:\n{_tail(log)}")
+        return
+    result = parse_wrk("gwcore", out.decode(), 0.0, 0.0)
+    requests = int(result.rps * window)
+    print()
+    print(
+        f"### cProfile ({window:.1f} s window after {warmup:g} s of load; wrk saw "
+        f"{result.rps:,.0f} rps over the whole run, non-2xx {result.non_2xx}, "
+        f"socket errors {sum(result.socket_errors.values())})"
+    )
+    print()
+    report_cprofile(stats, requests, args.top)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
