@@ -5,7 +5,7 @@
 set -eu
 missing=""
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
-command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
+{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing="$missing nginx-light"
 command -v h2load >/dev/null 2>&1 || missing="$missing nghttp2-client"
 [ -z "$missing" ] && exit 0
 echo "bench/setup.sh: installing$missing" >&2

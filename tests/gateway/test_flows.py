@@ -352,3 +352,15 @@ def test_drain_closes_idle_clients_now_and_busy_ones_after_their_response() -> N
     response = sent(actions, busy)
     assert response.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in response
     assert closed(actions, busy) == CloseConnection(busy)
+
+
+def test_access_log_counts_body_bytes_like_envoy() -> None:
+    book, client = _book()
+    actions = book.send(client, b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (access_logs(actions)[0]["bytes_in"], access_logs(actions)[0]["bytes_out"]) == (0, 2)
+    actions = book.send(
+        client, b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    _, _, response = book.upstream_exchange(actions, OK)
+    [log] = access_logs(response)
+    assert (log["bytes_in"], log["bytes_out"]) == (5, 2)

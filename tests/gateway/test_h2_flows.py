@@ -178,3 +178,10 @@ def test_http1_still_works_on_a_listener_that_accepts_h2c() -> None:
     assert sent(actions, conn) == b""  # not enough to tell the protocol apart yet
     actions = book.send(conn, b"llo HTTP/1.1\r\nHost: a\r\n\r\n")
     assert sent(actions, conn).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_http2_access_log_counts_body_bytes_as_http1_does() -> None:
+    _book, client = _client()
+    _sid, actions = client.request("/hello")
+    [log] = access_logs(actions)
+    assert (log["bytes_in"], log["bytes_out"]) == (0, 2)

@@ -148,7 +148,6 @@ class _Client:
     exchange: _Exchange | None = None
     closed: bool = False
     awaiting_head: bool = True
-    unclaimed_bytes_in: int = 0  # received before the exchange they belong to began
 
 
 @dataclass(eq=False)
@@ -190,8 +189,8 @@ class _Exchange:
     response_started: bool = False
     status: int | None = None
     flags: str = "-"
-    bytes_in: int = 0
-    bytes_out: int = 0
+    bytes_in: int = 0  # request body bytes received (as Envoy's BYTES_RECEIVED)
+    bytes_out: int = 0  # response body bytes sent (as Envoy's BYTES_SENT)
     client_paused: bool = False
     finished: bool = False
     upstream_address: str | None = None
@@ -364,10 +363,6 @@ class Gateway:
         if client.h2 is not None:
             self._h2_client_bytes(client, data)
             return
-        if client.exchange is not None:
-            client.exchange.bytes_in += len(data)
-        else:
-            client.unclaimed_bytes_in += len(data)
         messages = client.codec.receive(data)
         self._client_messages(client, messages)
         if client.closed:
@@ -449,7 +444,6 @@ class Gateway:
                     self._request_head(client, event, stream_id)
                 case Data(data=data):
                     if exchange is not None:
-                        exchange.bytes_in += len(data)
                         self._request_data(exchange, data)
                     codec.consumed(stream_id, len(data))
                 case EndOfMessage(trailers=trailers):
@@ -558,6 +552,7 @@ class Gateway:
             exchange.h2_pending += data
             self._h2_pump(exchange)
             return
+        exchange.bytes_out += len(data)
         self._send_client(exchange, exchange.client.codec.send_data(data))
 
     def _respond_end(self, exchange: _Exchange, trailers: Headers) -> None:
@@ -611,7 +606,6 @@ class Gateway:
         request_id = ids[0] if len(ids) == 1 and valid_request_id(ids[0]) else ""
         request_id = request_id or format_request_id(self._entropy.getrandbits(128))
         exchange = _Exchange(self._next_exchange, client, head, self._now, request_id)
-        exchange.bytes_in, client.unclaimed_bytes_in = client.unclaimed_bytes_in, 0
         self._next_exchange += 1
         self._exchanges[exchange.id] = exchange
         if stream_id is None:
@@ -700,6 +694,7 @@ class Gateway:
         return f"{scheme}://{host}{':' + port if port else ''}{target}"
 
     def _request_data(self, exchange: _Exchange, data: bytes) -> None:
+        exchange.bytes_in += len(data)
         if exchange.finished:
             return
         if exchange.routing_body is not None:
@@ -1020,7 +1015,6 @@ class Gateway:
                     self._local_response(exchange, 502, "upstream protocol error\n", flags="UPE")
 
     def _send_client(self, exchange: _Exchange, data: bytes) -> None:
-        exchange.bytes_out += len(data)
         self._send(exchange.client.conn, data)
 
     def _send(self, conn: int, data: bytes) -> None:
@@ -1137,6 +1131,7 @@ class Gateway:
             headers = (("content-type", "text/plain; charset=utf-8"), *headers)
         if exchange.head.method == "HEAD":
             body = b""
+        exchange.bytes_out += len(body)
         exchange.flags = flags
         exchange.status = status
         exchange.response_started = True
