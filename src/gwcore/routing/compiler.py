@@ -304,8 +304,9 @@ class _VirtualHostTable:
             bucket = self.exact_ci.get(lowered)
             if bucket is not None:
                 bucket.collect(view, out)
+            # Lower-casing may lengthen the path ('İ' -> 'i̇'): bound by the lowered size.
             for length in self.prefix_ci_lengths:
-                if length > size:
+                if length > len(lowered):
                     break
                 bucket = self.prefix_ci.get(lowered[:length])
                 if bucket is not None:
