@@ -1,11 +1,11 @@
 """Proxy benchmark: gwcore against nginx and against no proxy at all, one command.
 
-Three targets, the same upstream, the same request, the same load generator:
+Three targets, the same upstream, the same request, the same load generators:
 
-1. ``direct``: wrk -> upstream (what the machine can do without a proxy);
-2. ``nginx``: wrk -> nginx reverse proxy (one worker, ``upstream {}`` with
+1. ``direct``: client -> upstream (what the machine can do without a proxy);
+2. ``nginx``: client -> nginx reverse proxy (one worker, ``upstream {}`` with
    ``keepalive 32``, ``proxy_http_version 1.1``, ``Connection ""``) -> upstream;
-3. ``gwcore``: wrk -> ``gwcore serve`` (trio adapter, one process) -> upstream, on a
+3. ``gwcore``: client -> ``gwcore serve`` (trio adapter, one process) -> upstream, on a
    generated table of 100 routes (prefixes, exact paths, templates, a regex, header
    matchers) where the benchmarked request matches route 51, in the middle.
 
@@ -15,25 +15,39 @@ directory (pid, logs and temp paths there; nothing under /etc/nginx is read or
 written), in the foreground, in its own session, and is stopped at the end, also on
 Ctrl-C. Only 127.0.0.1 is used.
 
-Placement on a 2-core machine: each proxy is pinned to core 1 (``taskset -c 1``), wrk
-to core 0; the upstream is pinned to core 0 too by default (``--upstream-cpu``), so
-that the proxy has core 1 to itself, except for the direct target, where the upstream
-is the server under test and is moved to core 1. The CPU time each process group used
-during every run is read from /proc, so "rps per proxy core" is requests per second
-per core-second the proxy actually used, not per core it could have used (robust to
-a busy machine, and to a proxy that is latency-bound rather than CPU-bound).
+Placement on a 2-core machine: each proxy is pinned to core 1 (``taskset -c 1``), the
+load generator (wrk or h2load) to core 0; the upstream is pinned to core 0 too by
+default (``--upstream-cpu``), so that the proxy has core 1 to itself, except for the
+direct target, where the upstream is the server under test and is moved to core 1.
+The CPU time each process group used during every run is read from /proc, so "rps per
+proxy core" is requests per second per core-second the proxy actually used, not per
+core it could have used (robust to a busy machine, and to a proxy that is
+latency-bound rather than CPU-bound).
 
-Method: a warm-up per target, then interleaved rounds (the target order rotates each
-round), ``wrk --latency`` with HTTP/1.1 keep-alive; the table shows the median round
-(rps, p50, p99), and counts gwcore's non-2xx responses and socket errors (exit
-status 1 if any). Afterwards gwcore is profiled under the same load: py-spy
+Two load generators, 32 requests in flight each: ``wrk --latency -c32`` (HTTP/1.1
+keep-alive) and ``h2load -c4 -m8`` (HTTP/2 over cleartext with prior knowledge, h2c:
+4 connections x 8 concurrent streams). Over h2c, nginx listens on a second server
+block (``listen ... http2``, checked with ``nginx -V`` and ``nginx -t`` first),
+gwcore on its one listener (``protocols: [http1, h2c]``), and the direct target is
+a second ``http2`` port of the upstream; both proxies still talk HTTP/1.1 to the
+upstream. A target this nginx cannot serve over h2c is skipped, and the output says
+why.
+
+Method: a warm-up per target and protocol, then interleaved rounds (every
+target x protocol run once per round, the order rotating each round); two tables
+show the median round (rps, p50, p99 for wrk; mean, p50, p99 for h2load, the
+percentiles from its per-request log), and gwcore's non-2xx responses, socket
+errors and h2load failed/errored/timed-out requests are counted (exit status 1 if
+any). Afterwards gwcore is profiled under the HTTP/1.1 load: py-spy
 (sampling, no change to the process) for where the time goes, and cProfile (a second
 gwcore run by ``bench/gwcore_cprofile.py``, profiling switched on after a warm-up;
 slower, but exact call counts) for calls per request. ``--minimal`` adds a fourth
-target, ``bench/minimal_proxy.py``: a bare trio+h11 proxy, the floor of this design.
+target, ``bench/minimal_proxy.py``: a bare trio+h11 proxy, the floor of this design
+(HTTP/1.1 only, so it has no h2c row).
 
 Run: ``make bench`` (installs wrk/nginx/h2load with ``bench/setup.sh`` when missing)
-or ``.venv/bin/python bench/bench_proxy.py [--quick] [--duration S] [--connections N]``.
+or ``.venv/bin/python bench/bench_proxy.py [--quick] [--duration S] [--connections N]
+[--no-h2]``.
 """
 
 from __future__ import annotations
@@ -59,7 +73,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -80,6 +94,9 @@ BODY = "ok"
 PROXY_CPU = "1"
 CLIENT_CPU = "0"
 TARGETS = ("direct", "nginx", "gwcore")
+H1, H2C = "HTTP/1.1", "h2c"  # the two protocols clients speak to each target
+H2_CLIENTS = 4  # h2load connections ...
+H2_STREAMS = 8  # ... x concurrent streams each: 32 requests in flight, as wrk's -c32
 MINIMAL = "trio+h11"  # --minimal: bench/minimal_proxy.py, the floor of a trio/h11 design
 REFERENCE = (
     "Reference figures for this kind of machine (from the issue): nginx ~80k rps per "
@@ -160,7 +177,10 @@ def gwcore_config(upstream_port: int, listen_port: int) -> dict[str, Any]:
     clusters = {f"svc{s}": {"endpoints": endpoint} for s in range(services)}
     routes = [_route(i, f"svc{i // BLOCK}") for i in range(ROUTES)]
     return {
-        "listeners": [{"name": "bench", "address": f"{HOST}:{listen_port}"}],
+        "listeners": [
+            # http1 and h2c (prior knowledge or Upgrade) are the default; spelled out here
+            {"name": "bench", "address": f"{HOST}:{listen_port}", "protocols": ["http1", "h2c"]}
+        ],
         "clusters": clusters,
         "virtual_hosts": [
             {
@@ -206,24 +226,41 @@ def _nginx_http(prefix: Path) -> str:
 """
 
 
-def upstream_nginx_config(prefix: Path, port: int) -> str:
+def _servers(port: int, h2c_port: int | None, location: str) -> str:
+    """A server block on ``port`` (HTTP/1.1) and, with ``h2c_port``, the same location
+    in a second one that speaks cleartext HTTP/2 with prior knowledge (``http2``
+    without ``ssl``: nginx then expects the h2 preface and nothing else)."""
+    listens = [f"{HOST}:{port}"] + ([f"{HOST}:{h2c_port} http2"] if h2c_port else [])
+    return "".join(
+        f"    server {{\n        listen {listen};\n{location}    }}\n" for listen in listens
+    )
+
+
+def upstream_nginx_config(prefix: Path, port: int, h2c_port: int | None = None) -> str:
+    location = f"""        location / {{
+            default_type text/plain;
+            return 200 "{BODY}";
+        }}
+"""
     return (
         _nginx_main(prefix)
         + "http {\n"
         + _nginx_http(prefix)
-        + f"""    server {{
-        listen {HOST}:{port};
-        location / {{
-            default_type text/plain;
-            return 200 "{BODY}";
-        }}
-    }}
-}}
-"""
+        + _servers(port, h2c_port, location)
+        + "}\n"
     )
 
 
-def proxy_nginx_config(prefix: Path, port: int, upstream_port: int) -> str:
+def proxy_nginx_config(
+    prefix: Path, port: int, upstream_port: int, h2c_port: int | None = None
+) -> str:
+    """Both server blocks proxy to the upstream over HTTP/1.1 keep-alive."""
+    location = """        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+"""
     return (
         _nginx_main(prefix)
         + "http {\n"
@@ -233,17 +270,34 @@ def proxy_nginx_config(prefix: Path, port: int, upstream_port: int) -> str:
         keepalive 32;
         keepalive_requests 1000000;
     }}
-    server {{
-        listen {HOST}:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
 """
+        + _servers(port, h2c_port, location)
+        + "}\n"
     )
+
+
+def nginx_h2c_support(prefix: Path) -> str | None:
+    """None if this nginx can serve h2c with prior knowledge, else why not: the HTTP/2
+    module must be built in (``nginx -V``) and ``nginx -t`` must accept ``listen ...
+    http2`` on a cleartext port (a config like the upstream's, in ``prefix``)."""
+    try:
+        built = subprocess.run(["nginx", "-V"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"nginx -V failed: {error}"
+    if "--with-http_v2_module" not in built.stdout + built.stderr:
+        return "nginx -V shows no --with-http_v2_module: this nginx has no HTTP/2 module"
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(upstream_nginx_config(prefix, free_port(), free_port()))
+    argv = ["nginx", "-t", "-q", "-p", f"{prefix}/", "-e", str(prefix / "error.log")]
+    try:
+        test = subprocess.run([*argv, "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"nginx -t failed: {error}"
+    if test.returncode != 0:
+        why = (test.stdout + test.stderr).strip().splitlines()
+        return f"nginx -t rejects 'listen ... http2': {why[-1] if why else test.returncode}"
+    return None
 
 
 # ---------------------------------------------------------------- processes
@@ -432,16 +486,20 @@ def wrk_argv(port: int, seconds: float, connections: int, threads: int) -> list[
     return [*argv, f"http://{HOST}:{port}{REQUEST_PATH}"]
 
 
-def run_wrk(
-    target: str,
-    port: int,
-    seconds: float,
-    args: argparse.Namespace,
-    *,
-    proxy_pgid: int | None,
-    upstream_pgid: int | None,
-) -> WrkResult:
-    argv = wrk_argv(port, seconds, args.connections, args.threads)
+@dataclass
+class Load:
+    """What one load-generator run printed, and the CPU (core-seconds per wall second)
+    each side used while it ran."""
+
+    out: str
+    proxy_cpu: float
+    upstream_cpu: float
+    client_cpu: float
+
+
+def run_load(
+    argv: list[str], seconds: float, *, proxy_pgid: int | None, upstream_pgid: int | None
+) -> Load:
     before = time.monotonic()
     proxy0 = group_cpu_seconds(proxy_pgid) if proxy_pgid else 0.0
     up0 = group_cpu_seconds(upstream_pgid) if upstream_pgid else 0.0
@@ -456,11 +514,157 @@ def run_wrk(
     wall = time.monotonic() - before
     proxy1 = group_cpu_seconds(proxy_pgid) if proxy_pgid else 0.0
     up1 = group_cpu_seconds(upstream_pgid) if upstream_pgid else 0.0
-    client = (_children_cpu_seconds() - client0) / wall  # wrk has been reaped: its rusage
+    client = (_children_cpu_seconds() - client0) / wall  # the client has been reaped
     if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {shlex.join(argv)}\n{out.decode()}")
-    result = parse_wrk(target, out.decode(), (proxy1 - proxy0) / wall, (up1 - up0) / wall)
-    result.client_cpu = client
+        raise RuntimeError(
+            f"{argv[3]} failed ({proc.returncode}): {shlex.join(argv)}\n{out.decode()}"
+        )
+    return Load(out.decode(), (proxy1 - proxy0) / wall, (up1 - up0) / wall, client)
+
+
+def run_wrk(
+    target: str,
+    port: int,
+    seconds: float,
+    args: argparse.Namespace,
+    *,
+    proxy_pgid: int | None,
+    upstream_pgid: int | None,
+) -> WrkResult:
+    argv = wrk_argv(port, seconds, args.connections, args.threads)
+    load = run_load(argv, seconds, proxy_pgid=proxy_pgid, upstream_pgid=upstream_pgid)
+    result = parse_wrk(target, load.out, load.proxy_cpu, load.upstream_cpu)
+    result.client_cpu = load.client_cpu
+    return result
+
+
+# ------------------------------------------------------------------- h2load
+
+
+@dataclass
+class H2Result:
+    target: str
+    rps: float  # succeeded requests per second (h2load's req/s)
+    requests: int  # done
+    succeeded: int  # a response completed, whatever its status
+    failed: int
+    errored: int
+    timeout: int
+    status: dict[str, int]  # "2xx" .. "5xx"
+    mean_ms: float
+    p50_ms: float  # from the per-request log; nan without one
+    p99_ms: float
+    data_bytes: int
+    protocol: str  # as h2load negotiated it: "h2c"
+    proxy_cpu: float
+    upstream_cpu: float
+    client_cpu: float = 0.0
+    raw: str = ""
+
+    @property
+    def non_2xx(self) -> int:
+        return sum(n for klass, n in self.status.items() if klass != "2xx")
+
+    @property
+    def errors(self) -> int:
+        return self.failed + self.errored + self.timeout + self.non_2xx
+
+
+def h2load_headers() -> list[str]:
+    """The wrk request's headers for h2load: ``Host`` becomes ``:authority`` (h2load would
+    send ``127.0.0.1:PORT`` there, and a ``host`` that differs from ``:authority`` makes
+    the request malformed), the other names lower-case (``user-agent`` replaces
+    h2load's own)."""
+    argv: list[str] = []
+    for name, value in REQUEST_HEADERS:
+        argv += ["-H", f"{':authority' if name.lower() == 'host' else name.lower()}: {value}"]
+    return argv
+
+
+def h2load_argv(port: int, seconds: float, args: argparse.Namespace, log: Path | None) -> list[str]:
+    """h2c with prior knowledge: an ``http://`` URL and no ``--h1``/``--npn-list``."""
+    argv = ["taskset", "-c", CLIENT_CPU, "h2load", "-t1"]
+    argv += [f"-c{args.h2_clients}", f"-m{args.h2_streams}", f"-D{max(1, round(seconds))}"]
+    if log is not None:
+        argv.append(f"--log-file={log}")
+    return [*argv, *h2load_headers(), f"http://{HOST}:{port}{REQUEST_PATH}"]
+
+
+def parse_h2load(
+    target: str, out: str, proxy_cpu: float, upstream_cpu: float, latencies_us: list[int]
+) -> H2Result:
+    def grab(pattern: str) -> re.Match[str]:
+        m = re.search(pattern, out, re.MULTILINE)
+        if not m:
+            raise ValueError(f"h2load output has no match for {pattern!r}:\n{out}")
+        return m
+
+    counts = grab(
+        r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout"
+    )
+    done, succeeded, failed, errored, timeout = map(int, counts.groups()[2:])
+    codes = grab(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+    protocol = re.search(r"^Application protocol: (\S+)", out, re.MULTILINE)
+    latencies_us.sort()
+
+    def pct(q: float) -> float:
+        if not latencies_us:
+            return float("nan")
+        return latencies_us[min(len(latencies_us) - 1, int(q * len(latencies_us)))] / 1e3
+
+    return H2Result(
+        target=target,
+        rps=float(grab(r"^finished in \S+, ([\d.]+) req/s").group(1)),
+        requests=done,
+        succeeded=succeeded,
+        failed=failed,
+        errored=errored,
+        timeout=timeout,
+        status=dict(zip(("2xx", "3xx", "4xx", "5xx"), map(int, codes.groups()), strict=True)),
+        mean_ms=_ms(grab(r"^time for request:\s+\S+\s+\S+\s+(\S+)").group(1)),
+        p50_ms=pct(0.50),
+        p99_ms=pct(0.99),
+        data_bytes=int(grab(r"^traffic: .*\((\d+)\) data").group(1)),
+        protocol=protocol.group(1) if protocol else "?",
+        proxy_cpu=proxy_cpu,
+        upstream_cpu=upstream_cpu,
+        raw=out,
+    )
+
+
+def read_h2load_log(path: Path) -> list[int]:
+    """Microseconds per request from ``h2load --log-file`` (start us, status, duration
+    us, tab-separated). h2load appends, so the file is removed once read."""
+    durations: list[int] = []
+    with contextlib.suppress(FileNotFoundError), path.open() as f:
+        for line in f:
+            fields = line.split("\t")
+            if len(fields) >= 3:
+                durations.append(int(fields[2]))
+    path.unlink(missing_ok=True)
+    return durations
+
+
+def run_h2load(
+    target: str,
+    port: int,
+    seconds: float,
+    args: argparse.Namespace,
+    *,
+    proxy_pgid: int | None,
+    upstream_pgid: int | None,
+    log: Path | None,
+) -> H2Result:
+    if log is not None:
+        log.unlink(missing_ok=True)
+    argv = h2load_argv(port, seconds, args, log)
+    load = run_load(argv, seconds, proxy_pgid=proxy_pgid, upstream_pgid=upstream_pgid)
+    latencies = read_h2load_log(log) if log is not None else []
+    result = parse_h2load(target, load.out, load.proxy_cpu, load.upstream_cpu, latencies)
+    result.client_cpu = load.client_cpu
+    if result.protocol != H2C:
+        raise RuntimeError(f"h2load spoke {result.protocol} to {target}, not h2c:\n{load.out}")
     return result
 
 
@@ -490,6 +694,28 @@ def check_request(port: int, what: str) -> dict[str, str]:
     return headers
 
 
+def check_request_h2c(port: int, what: str) -> None:
+    """The same request over h2c, a few streams on one connection: each 200 and the
+    upstream's body, negotiated as h2c (prior knowledge), or an error."""
+    n = H2_STREAMS
+    argv = ["h2load", "-n", str(n), "-c1", f"-m{n}", *h2load_headers()]
+    argv.append(f"http://{HOST}:{port}{REQUEST_PATH}")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    out = done.stdout + done.stderr
+    try:
+        r = parse_h2load(what, out, 0.0, 0.0, [])
+    except ValueError as error:
+        raise RuntimeError(f"{what} over h2c: {error}") from None
+    if (
+        done.returncode != 0
+        or r.protocol != H2C
+        or r.succeeded != n
+        or r.status["2xx"] != n
+        or r.data_bytes != n * len(BODY)
+    ):
+        raise RuntimeError(f"{what}: expected {n} x 200 {BODY!r} over h2c; h2load said:\n{out}")
+
+
 def check_route(gwcore: list[str], config: Path) -> None:
     argv = [*gwcore, "route", str(config), "--host", API_HOST, "--path", REQUEST_PATH, "--json"]
     for name, value in REQUEST_HEADERS[1:]:
@@ -502,7 +728,10 @@ def check_route(gwcore: list[str], config: Path) -> None:
 # ------------------------------------------------------------------ reports
 
 
-def _median_result(results: list[WrkResult]) -> WrkResult:
+Result = TypeVar("Result", WrkResult, H2Result)
+
+
+def _median_result(results: list[Result]) -> Result:
     return sorted(results, key=lambda r: r.rps)[len(results) // 2]
 
 
@@ -574,6 +803,74 @@ def _notes(rounds: dict[str, list[WrkResult]]) -> None:
             f"A minimal trio+h11 proxy spends {min_us:.0f} us of CPU per request here; "
             f"gwcore {gw_us:.0f} us ({gw_us / min_us:.2f}x), {gw_us - min_us:.0f} us more "
             "for the same socket I/O and the same four h11 messages per request."
+        )
+
+
+def _ms_text(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"  # nan: no per-request log
+
+
+def print_table_h2(rounds: dict[str, list[H2Result]], skipped: dict[str, str]) -> None:
+    med = {t: _median_result(rs) for t, rs in rounds.items() if rs}
+    nginx = med.get("nginx")
+    print("| target | protocol | rps | mean / p50 ms | rps per proxy core | vs nginx |")
+    print("|---|---|---:|---:|---:|---:|")
+    for target, r in med.items():
+        per_core = "-" if target == "direct" else f"{r.rps / max(r.proxy_cpu, 1e-9):,.0f}"
+        vs = f"{r.rps / nginx.rps:.3f}x" if nginx else "-"
+        latency = f"{_ms_text(r.mean_ms)} / {_ms_text(r.p50_ms)}"
+        print(f"| {target} | {r.protocol} | {r.rps:,.0f} | {latency} | {per_core} | {vs} |")
+    for target in skipped:
+        print(f"| {target} | {H2C} | skipped | - | - | - |")
+    print()
+    for target, why in skipped.items():
+        print(f"{target} over h2c skipped: {why}.")
+    if skipped:
+        print()
+    print(
+        "Details (median round; p99 from h2load's per-request log; requests and the "
+        "outcome counts are summed over all rounds):"
+    )
+    print()
+    print(
+        "| target | rounds rps | p99 ms | proxy CPU | upstream CPU | h2load CPU | requests "
+        "| succeeded | failed | errored | timeout | non-2xx |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for target, r in med.items():
+        rs = rounds[target]
+        spread = ", ".join(f"{x.rps:,.0f}" for x in rs)
+        proxy = "-" if target == "direct" else f"{r.proxy_cpu:.2f}"
+        print(
+            f"| {target} | {spread} | {_ms_text(r.p99_ms)} | {proxy} | {r.upstream_cpu:.2f} "
+            f"| {r.client_cpu:.2f} | {sum(x.requests for x in rs):,} "
+            f"| {sum(x.succeeded for x in rs):,} | {sum(x.failed for x in rs)} "
+            f"| {sum(x.errored for x in rs)} | {sum(x.timeout for x in rs)} "
+            f"| {sum(x.non_2xx for x in rs)} |"
+        )
+
+
+def _notes_h2(rounds: dict[str, list[H2Result]], rounds_h1: dict[str, list[WrkResult]]) -> None:
+    med = {t: _median_result(rs) for t, rs in rounds.items() if rs}
+    nginx, gw = med.get("nginx"), med.get("gwcore")
+    if nginx and nginx.proxy_cpu < 0.9:
+        print(
+            f"nginx used {nginx.proxy_cpu:.2f} of its core over h2c (not CPU-bound); "
+            "compare per proxy core."
+        )
+    if nginx and gw and nginx.proxy_cpu and gw.proxy_cpu:
+        ratio = (gw.rps / gw.proxy_cpu) / (nginx.rps / nginx.proxy_cpu)
+        print(
+            f"Per proxy core over h2c, gwcore does {ratio:.3f}x nginx's work "
+            f"({1e6 * gw.proxy_cpu / gw.rps:.0f} us of CPU per request vs "
+            f"{1e6 * nginx.proxy_cpu / nginx.rps:.1f} us)."
+        )
+    h1 = _median_result(rounds_h1["gwcore"]) if rounds_h1.get("gwcore") else None
+    if gw and h1 and gw.proxy_cpu and h1.proxy_cpu:
+        us_h2, us_h1 = 1e6 * gw.proxy_cpu / gw.rps, 1e6 * h1.proxy_cpu / h1.rps
+        print(
+            f"gwcore spends {us_h2:.0f} us of CPU per request over h2c and {us_h1:.0f} us over "
+            f"HTTP/1.1 ({us_h2 / us_h1:.2f}x; the upstream side is HTTP/1.1 in both)."
         )
 
 
@@ -759,8 +1056,9 @@ def report_cprofile(stats_path: Path, estimate: int, top: int) -> None:
 # --------------------------------------------------------------------- main
 
 
-def ensure_tools(use_pyspy: bool) -> None:
-    missing = [t for t in ("wrk", "nginx", "taskset") if shutil.which(t) is None]
+def ensure_tools(use_pyspy: bool, h2: bool) -> None:
+    tools = ("wrk", "nginx", "taskset", *(("h2load",) if h2 else ()))
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         setup = ROOT / "bench" / "setup.sh"
         print(f"missing {', '.join(missing)}: running {setup}", file=sys.stderr)
@@ -805,7 +1103,9 @@ def _version(argv: list[str]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="1 round of 3 s per target, short profile")
+    p.add_argument(
+        "--quick", action="store_true", help="1 round of 3 s per target and protocol, short profile"
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per round (default 10)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per target (default 3)")
     p.add_argument(
@@ -813,6 +1113,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: one core)")
+    p.add_argument(
+        "--no-h2", action="store_true", help="skip the h2c rounds (h2load), HTTP/1.1 only"
+    )
+    p.add_argument(
+        "--h2-clients",
+        type=int,
+        default=H2_CLIENTS,
+        help=f"h2load connections (default {H2_CLIENTS})",
+    )
+    p.add_argument(
+        "--h2-streams",
+        type=int,
+        default=H2_STREAMS,
+        help=f"h2load concurrent streams per connection (default {H2_STREAMS})",
+    )
     p.add_argument(
         "--upstream-cpu",
         default=CLIENT_CPU,
@@ -882,7 +1197,7 @@ class Run:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     use_pyspy = args.profiler in ("both", "py-spy")
-    ensure_tools(use_pyspy)
+    ensure_tools(use_pyspy, not args.no_h2)
     tmp = Path(tempfile.mkdtemp(prefix="gwcore-bench-"))
     tmp.chmod(0o755)  # nginx workers run as nobody when we are root
     run = Run(args, tmp)
@@ -901,17 +1216,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _distinct_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def _main(run: Run, load_before: tuple[float, float, float]) -> int:
     args, tmp = run.args, run.tmp
-    up_port, nginx_port, gw_port = free_port(), free_port(), free_port()
-    while len({up_port, nginx_port, gw_port}) < 3:
-        nginx_port, gw_port = free_port(), free_port()
+    up_port, nginx_port, gw_port, up_h2c_port, nginx_h2c_port = _distinct_ports(5)
+
+    # h2c: gwcore's listener takes it; nginx only if built with its HTTP/2 module.
+    h2c_ports: dict[str, int] = {}
+    h2c_skipped: dict[str, str] = {}
+    nginx_h2c = None if args.no_h2 else nginx_h2c_support(tmp / "h2c-probe")
+    if not args.no_h2:
+        if nginx_h2c is None:
+            h2c_ports = {"direct": up_h2c_port, "nginx": nginx_h2c_port}
+        else:
+            h2c_skipped["direct"] = f"the upstream is nginx, which cannot serve h2c ({nginx_h2c})"
+            h2c_skipped["nginx"] = nginx_h2c
+        h2c_ports["gwcore"] = gw_port
+        if args.minimal:
+            h2c_skipped[MINIMAL] = "bench/minimal_proxy.py speaks HTTP/1.1 only"
+    with_h2c = not args.no_h2 and nginx_h2c is None
 
     upstream = run.start_nginx(
-        "upstream", upstream_nginx_config(tmp / "upstream", up_port), up_port, args.upstream_cpu
+        "upstream",
+        upstream_nginx_config(tmp / "upstream", up_port, up_h2c_port if with_h2c else None),
+        up_port,
+        args.upstream_cpu,
     )
     run.start_nginx(
-        "nginx", proxy_nginx_config(tmp / "nginx", nginx_port, up_port), nginx_port, PROXY_CPU
+        "nginx",
+        proxy_nginx_config(
+            tmp / "nginx", nginx_port, up_port, nginx_h2c_port if with_h2c else None
+        ),
+        nginx_port,
+        PROXY_CPU,
     )
     config = tmp / "gwcore.yaml"
     config.write_text(yaml.safe_dump(gwcore_config(up_port, gw_port), sort_keys=False))
@@ -936,6 +1281,8 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
         targets = (*TARGETS, MINIMAL)
     for target in targets:
         check_request(ports[target], target)
+    for target, port in h2c_ports.items():
+        check_request_h2c(port, target)
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -943,24 +1290,34 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    print("# Proxy benchmark: direct vs nginx vs gwcore (HTTP/1.1 keep-alive)")
+    protocols = "HTTP/1.1 keep-alive" + ("" if args.no_h2 else ", h2c prior knowledge")
+    print(f"# Proxy benchmark: direct vs nginx vs gwcore ({protocols})")
     print()
+    tools = [_version(["nginx", "-v"]), _version(["wrk", "--version"])]
+    if not args.no_h2:
+        tools.append(_version(["h2load", "--version"]))
     print(
         f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"{_version(['nginx', '-v'])}, {_version(['wrk', '--version'])}"
+        + ", ".join(tools)
+    )
+    h2load = (
+        ""
+        if args.no_h2
+        else f" and h2load -t1 -c{args.h2_clients} -m{args.h2_streams} (h2c, prior knowledge)"
     )
     print(
-        f"Load: wrk -t{args.threads} -c{args.connections} on core {CLIENT_CPU}; each proxy on "
-        f"core {PROXY_CPU}; upstream nginx (1 worker, return 200 {BODY!r}) on "
+        f"Load: wrk -t{args.threads} -c{args.connections}{h2load} on core {CLIENT_CPU}; "
+        f"each proxy on core {PROXY_CPU}; upstream nginx (1 worker, return 200 {BODY!r}) on "
         f"{'core ' + args.upstream_cpu if args.upstream_cpu else 'any core'} "
         f"(core {PROXY_CPU} for direct); "
-        f"{args.rounds} interleaved round(s) x {args.duration:g} s per target after "
-        f"{args.warmup:g} s warm-up; median round shown."
+        f"{args.rounds} interleaved round(s) x {args.duration:g} s per target and protocol "
+        f"after {args.warmup:g} s warm-up; median round shown."
     )
     print(
         f"Request: GET {REQUEST_PATH} with {len(REQUEST_HEADERS)} headers; gwcore routes it "
         f"to r{TARGET_ROUTE} of {ROUTES} routes (path template + x-tenant exact match); "
-        f"gwcore access log -> {args.access_log}; nginx access_log off."
+        f"gwcore access log -> {args.access_log}; nginx access_log off. Both proxies talk "
+        "HTTP/1.1 keep-alive to the upstream, whatever the client speaks."
     )
     print(f"Load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
     if load_before[0] > 0.5:
@@ -971,33 +1328,54 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
         )
     print(flush=True)
 
-    def once(target: str, seconds: float) -> WrkResult:
+    h2c_log = tmp / "h2load-requests.log"
+
+    def once(target: str, protocol: str, seconds: float, warmup: bool) -> WrkResult | H2Result:
         # Direct: the upstream is the server under test, so it gets the proxy's core.
         pin_group(upstream.pid, PROXY_CPU if target == "direct" else args.upstream_cpu)
-        return run_wrk(
+        if protocol == H1:
+            return run_wrk(
+                target,
+                ports[target],
+                seconds,
+                args,
+                proxy_pgid=pgids[target],
+                upstream_pgid=upstream.pid,
+            )
+        return run_h2load(
             target,
-            ports[target],
+            h2c_ports[target],
             seconds,
             args,
             proxy_pgid=pgids[target],
             upstream_pgid=upstream.pid,
+            log=None if warmup else h2c_log,
         )
 
-    for target in targets:
-        once(target, args.warmup)
+    jobs = [(t, H1) for t in targets] + [(t, H2C) for t in h2c_ports]
+    for target, protocol in jobs:
+        once(target, protocol, args.warmup, warmup=True)
     rounds: dict[str, list[WrkResult]] = {t: [] for t in targets}
+    rounds_h2c: dict[str, list[H2Result]] = {t: [] for t in h2c_ports}
     for i in range(args.rounds):
-        order = targets[i % len(targets) :] + targets[: i % len(targets)]
-        for target in order:
-            r = once(target, args.duration)
-            rounds[target].append(r)
+        order = jobs[i % len(jobs) :] + jobs[: i % len(jobs)]
+        for target, protocol in order:
+            r = once(target, protocol, args.duration, warmup=False)
+            if isinstance(r, H2Result):
+                rounds_h2c[target].append(r)
+                latency = f"mean {r.mean_ms:.2f} ms  p50 {_ms_text(r.p50_ms)} ms"
+            else:
+                rounds[target].append(r)
+                latency = f"p50 {r.p50_ms:.2f} ms"
             print(
-                f"  round {i + 1} {target:>8}: {r.rps:>9,.0f} rps  p50 {r.p50_ms:.2f} ms  "
-                f"p99 {r.p99_ms:.2f} ms  proxy CPU {r.proxy_cpu:.2f}  errors {r.errors}",
+                f"  round {i + 1} {target:>8} {protocol:>8}: {r.rps:>9,.0f} rps  {latency}  "
+                f"p99 {_ms_text(r.p99_ms)} ms  proxy CPU {r.proxy_cpu:.2f}  errors {r.errors}",
                 file=sys.stderr,
                 flush=True,
             )
 
+    print(f"## {H1} keep-alive (wrk -t{args.threads} -c{args.connections})")
+    print()
     print_table(rounds)
     print()
     _notes(rounds)
@@ -1005,21 +1383,55 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
     gw = rounds["gwcore"]
     non2xx = sum(r.non_2xx for r in gw)
     sock = sum(sum(r.socket_errors.values()) for r in gw)
-    status = "OK" if non2xx == 0 and sock == 0 else "ERRORS"
+    ok = non2xx == 0 and sock == 0
     print(
         f"gwcore errors over {len(gw)} round(s), {sum(r.requests for r in gw):,} requests: "
-        f"non-2xx {non2xx}, socket errors {sock} -> {status}"
+        f"non-2xx {non2xx}, socket errors {sock} -> {'OK' if ok else 'ERRORS'}"
     )
     if gw and gw[0].raw and non2xx + sock:
         print("first gwcore wrk output with errors:")
         print(next(r.raw for r in gw if r.errors))
+
+    if not args.no_h2:
+        print()
+        print(
+            f"## {H2C}, prior knowledge (h2load -t1 -c{args.h2_clients} -m{args.h2_streams}: "
+            f"{args.h2_clients * args.h2_streams} streams in flight)"
+        )
+        print()
+        print_table_h2(rounds_h2c, h2c_skipped)
+        print()
+        _notes_h2(rounds_h2c, rounds)
+        gw2 = rounds_h2c["gwcore"]
+        total = {
+            "succeeded": sum(r.succeeded for r in gw2),
+            "failed": sum(r.failed for r in gw2),
+            "errored": sum(r.errored for r in gw2),
+            "timeout": sum(r.timeout for r in gw2),
+            "non-2xx": sum(r.non_2xx for r in gw2),
+        }
+        ok_h2c = sum(r.errors for r in gw2) == 0
+        ok = ok and ok_h2c
+        print(
+            f"gwcore over h2c, {len(gw2)} round(s), {sum(r.requests for r in gw2):,} requests "
+            f"done: "
+            + ", ".join(f"{k} {v:,}" for k, v in total.items())
+            + f" -> {'OK' if ok_h2c else 'ERRORS'}"
+        )
+        if not ok_h2c:
+            print("first gwcore h2load output with errors:")
+            print(next(r.raw for r in gw2 if r.errors))
+
     errors_log = _tail(run.services["gwcore"].log, 5)
     if errors_log.strip():
         print(f"gwcore stderr (last lines):\n{errors_log}")
 
     if args.profiler != "none":
         print()
-        print(f"## Profile: gwcore under the same load ({args.profile_seconds:g} s)")
+        print(
+            f"## Profile: gwcore under the {H1} load (wrk -c{args.connections}, "
+            f"{args.profile_seconds:g} s)"
+        )
         if args.profiler in ("both", "py-spy") and _pyspy() is not None:
             profile_pyspy(run, ports["gwcore"], upstream.pid)
         if args.profiler in ("both", "cprofile"):
@@ -1028,7 +1440,8 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
     load_after = os.getloadavg()
     print()
     print(f"Load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
-    return 0 if status == "OK" else 1
+    print(f"Exit status: {'0 (no gwcore errors)' if ok else '1 (gwcore errors, see above)'}")
+    return 0 if ok else 1
 
 
 def profile_pyspy(run: Run, port: int, upstream_pgid: int) -> None:
