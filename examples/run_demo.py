@@ -36,6 +36,9 @@ Try (in another terminal):
   # the weighted split of /v1/orders: about 9 in 10 answered by orders-*, 1 by orders-canary
   for i in $(seq 20); do curl -s -H 'Host: api.example.com' {GATEWAY}/v1/orders \\
       | grep '"upstream"'; done | sort | uniq -c
+  # the same over HTTP/2: prior knowledge (h2c), and an HTTP/1.1 Upgrade to h2c
+  curl -i --http2-prior-knowledge -H 'Host: api.example.com' {GATEWAY}/v1/orders
+  curl -i --http2 -H 'Host: api.example.com' {GATEWAY}/healthz
   # no such API: the api-not-found route answers 404 with JSON
   curl -i -H 'Host: api.example.com' {GATEWAY}/nope
   # plain http behind the edge load balancer: a 308 redirect to https

@@ -364,3 +364,45 @@ def test_access_log_counts_body_bytes_like_envoy() -> None:
     _, _, response = book.upstream_exchange(actions, OK)
     [log] = access_logs(response)
     assert (log["bytes_in"], log["bytes_out"]) == (5, 2)
+
+
+def test_host_rewrite_and_response_header_add() -> None:
+    raw = {
+        "routes": [
+            {
+                "match": {"prefix": "/"},
+                "route": {"cluster": "c", "host_rewrite_literal": "internal.svc"},
+                "response_headers_to_add": [
+                    {"header": {"key": "x-served-by", "value": "gwcore"}},
+                    {
+                        "header": {"key": "cache-control", "value": "no-store"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    },
+                ],
+            }
+        ]
+    }
+    book = Playbook.from_config(raw)
+    client = book.connect()
+    actions = book.send(client, b"GET /x HTTP/1.1\r\nHost: public.example\r\n\r\n")
+    upstream_response = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 0\r\n\r\n"
+    _, request, response_actions = book.upstream_exchange(actions, upstream_response)
+    assert b"\r\nhost: internal.svc\r\n" in request
+    assert b"x-forwarded-host: public.example\r\n" in request
+    response = sent(response_actions, client)
+    assert b"x-served-by: gwcore\r\n" in response and b"cache-control: no-store\r\n" in response
+    assert b"max-age" not in response
+
+
+def test_streamed_body_crossing_the_limit_gets_413_and_the_upstream_is_reset() -> None:
+    book, client = _book()  # max_body_bytes 1000
+    actions = book.send(
+        client, b"POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    opened = only(actions, OpenUpstream)
+    book(UpstreamConnected(opened.conn))
+    book.send(client, b"200\r\n" + b"a" * 0x200 + b"\r\n")
+    actions = book.send(client, b"400\r\n" + b"b" * 0x400 + b"\r\n")
+    assert sent(actions, client).startswith(b"HTTP/1.1 413 ")
+    assert closed(actions, opened.conn) == CloseConnection(opened.conn, abort=True)
+    assert closed(actions, client) is not None
