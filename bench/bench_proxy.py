@@ -76,11 +76,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from bench_router import BLOCK, service_route  # the same realistic route table
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 API_HOST = "api.example.com"
-BLOCK = 20
 ROUTES = 100
 TARGET_ROUTE = 51  # block 2, position 11: a path template plus an exact header match
 REQUEST_PATH = "/svc2/orgs/acme"
@@ -108,74 +108,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ------------------------------------------------------------------ configs
 
 
-def _route(index: int, cluster: str) -> dict[str, Any]:
-    """Route ``index``: position ``index % 20`` of a service block, as an operator
-    would write it (specific first, the service's catch-all prefix last)."""
-    base = f"/svc{index // BLOCK}"
-    pos = index % BLOCK
-    match: dict[str, Any]
-    if pos == 0:
-        match = {"path": f"{base}/health", "methods": ["GET", "HEAD"]}
-    elif pos == 1:
-        match = {"path_template": f"{base}/items/{{id}}", "methods": ["GET"]}
-    elif pos == 2:
-        match = {"path_template": f"{base}/users/{{uid}}/orders/*"}
-    elif pos == 3:
-        match = {
-            "prefix": "/tenants/",
-            "headers": [{"name": "x-tenant", "exact_match": f"t{index}"}],
-        }
-    elif pos == 4:
-        match = {"prefix": f"{base}/items/", "methods": ["POST", "PUT", "DELETE"]}
-    elif pos == 5:
-        match = {"safe_regex": f"{base}/v[0-9]+/report"}
-    elif pos == 6:
-        match = {"path_template": f"{base}/items/{{id}}/reviews/{{rid}}"}
-    elif pos == 7:
-        match = {
-            "prefix": f"{base}/beta/",
-            "headers": [{"name": "x-tenant", "prefix_match": "beta-"}],
-        }
-    elif pos == 8:
-        match = {"prefix": f"{base}/static/", "methods": ["GET", "HEAD"]}
-    elif pos == 9:
-        match = {"path": f"{base}/login", "methods": ["POST"]}
-    elif pos == 10:
-        match = {"prefix": f"{base}/api/v2/"}
-    elif pos == 11:  # the benchmarked route when index == 51
-        match = {
-            "path_template": f"{base}/orgs/{{org}}",
-            "headers": [{"name": "x-tenant", "exact_match": f"t{index}"}],
-        }
-    elif pos == 12:
-        match = {"path_template": f"{base}/files/**"}
-    elif pos == 13:
-        match = {"prefix": f"{base}/api/", "methods": ["GET"]}
-    elif pos == 14:
-        match = {"prefix": f"{base}/admin/", "methods": ["GET", "POST", "PUT", "DELETE"]}
-    elif pos == 15:
-        match = {
-            "prefix": f"{base}/debug/",
-            "headers": [{"name": "x-debug", "present_match": True}],
-        }
-    elif pos == 16:
-        match = {"path_template": f"{base}/search/*"}
-    elif pos == 17:
-        match = {"prefix": f"{base}/events/"}
-    elif pos == 18:
-        match = {"prefix": f"{base}/rpc/", "methods": ["POST"]}
-    else:
-        match = {"prefix": f"{base}/"}
-    return {"name": f"r{index}", "match": match, "route": {"cluster": cluster, "timeout": "5s"}}
-
-
 def gwcore_config(upstream_port: int, listen_port: int) -> dict[str, Any]:
     """100 routes in 5 service blocks, one cluster per service (all on the upstream),
     plus three small virtual hosts so host selection does real work."""
     services = ROUTES // BLOCK
     endpoint = [f"{HOST}:{upstream_port}"]
     clusters = {f"svc{s}": {"endpoints": endpoint} for s in range(services)}
-    routes = [_route(i, f"svc{i // BLOCK}") for i in range(ROUTES)]
+    routes = [service_route(i, f"svc{i // BLOCK}", timeout="5s") for i in range(ROUTES)]
     return {
         "listeners": [
             # http1 and h2c (prior knowledge or Upgrade) are the default; spelled out here

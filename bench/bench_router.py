@@ -69,8 +69,10 @@ COMMON_HEADERS: tuple[tuple[str, str], ...] = (
 # ------------------------------------------------------------------ config
 
 
-def _route(index: int, cluster: str) -> dict[str, Any]:
-    """Route ``index`` of the main virtual host: position ``index % 20`` of its service block."""
+def service_route(index: int, cluster: str, timeout: str = "2s") -> dict[str, Any]:
+    """Route ``index`` of the main virtual host: position ``index % 20`` of its service block
+    (specific routes first, the service's catch-all prefix last). Also used by
+    ``bench_proxy.py``."""
     s = index // BLOCK
     base = f"/svc{s}"
     match: dict[str, Any]
@@ -127,7 +129,7 @@ def _route(index: int, cluster: str) -> dict[str, Any]:
         match = {"prefix": f"{base}/rpc/", "methods": ["POST"]}
     else:  # the service's catch-all comes last in its block
         match = {"prefix": f"{base}/"}
-    return {"name": f"r{index}", "match": match, "route": {"cluster": cluster, "timeout": "2s"}}
+    return {"name": f"r{index}", "match": match, "route": {"cluster": cluster, "timeout": timeout}}
 
 
 def _request_for(index: int) -> RouteRequest:
@@ -164,7 +166,7 @@ def _request_for(index: int) -> RouteRequest:
 
 def build_config_dict(size: int) -> dict[str, Any]:
     clusters = max(1, size // BLOCK)
-    routes = [_route(i, f"c{(i // BLOCK) % clusters}") for i in range(size)]
+    routes = [service_route(i, f"c{(i // BLOCK) % clusters}") for i in range(size)]
     endpoint = {"endpoints": ["127.0.0.1:9000"]}
     return {
         "clusters": {f"c{c}": dict(endpoint) for c in range(clusters)} | {"admin": endpoint},
