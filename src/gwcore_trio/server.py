@@ -259,6 +259,7 @@ class Server:
                     self._execute(action)
         finally:
             self._feeding = False
+            self._flush_logs()
 
     def _engine_failed(self, event: Event, exc: Exception) -> None:
         trace = "".join(traceback.format_exception(exc))
@@ -459,11 +460,15 @@ class Server:
     def _write_log(stream: TextIO, record: dict[str, Any]) -> None:
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         line = json.dumps({"time": now, **record}, default=str, ensure_ascii=False)
-        try:
+        # A closed or broken log stream must not stop the gateway; lines are flushed
+        # once per batch of events (_flush_logs).
+        with contextlib.suppress(OSError, ValueError):
             stream.write(line + "\n")
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed or broken log stream must not stop the gateway
+
+    def _flush_logs(self) -> None:
+        for stream in (self._access_log, self._event_log):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
 
 
 async def serve(
