@@ -26,7 +26,7 @@ downstream connection termination, ``RT`` request header timeout.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -109,6 +109,7 @@ from gwcore.upstream import (
     UseConnection,
     make_balancer,
 )
+from gwcore.upstream.pool import Decision as PoolDecision
 
 # Request body bytes held for an exchange while its upstream connection is not ready;
 # past this the client is paused.
@@ -786,7 +787,7 @@ class Gateway:
     def _pool_decisions(
         self,
         state: _ClusterState,
-        decisions: list[UseConnection | OpenConnection | Queued | Rejected] | list[Any],
+        decisions: Sequence[PoolDecision],
     ) -> None:
         for decision in decisions:
             match decision:
