@@ -287,10 +287,11 @@ class Gateway:
                 elif conn in self._upstreams:
                     self._upstream_lost(self._upstreams[conn], "UC")
             case UpstreamConnected(conn=conn):
-                if conn in self._upstreams:
+                # Answers about a connection that is no longer connecting are stale.
+                if conn in self._upstreams and not self._upstreams[conn].connected:
                     self._upstream_connected(self._upstreams[conn])
             case UpstreamConnectFailed(conn=conn, reason=reason):
-                if conn in self._upstreams:
+                if conn in self._upstreams and not self._upstreams[conn].connected:
                     self._upstream_connect_failed(self._upstreams[conn], reason)
             case TimerFired(ref=ref):
                 self._timer(ref)
