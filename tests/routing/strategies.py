@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 from hypothesis import strategies as st
@@ -283,16 +283,16 @@ BODIES: tuple[bytes, ...] = (
 # ------------------------------------------------------------------- tables
 
 
-class _Ordered:
+class _Ordered(Generic[T]):
     """An insertion-ordered set of literals (so drawn requests replay identically)."""
 
     def __init__(self) -> None:
-        self._items: dict[Any, None] = {}
+        self._items: dict[T, None] = {}
 
-    def add(self, item: Any) -> None:
+    def add(self, item: T) -> None:
         self._items[item] = None
 
-    def with_pool(self, pool: Iterable[Any]) -> tuple[Any, ...]:
+    def with_pool(self, pool: Iterable[T]) -> tuple[T, ...]:
         return tuple(dict.fromkeys([*self._items, *pool]))
 
 
@@ -300,15 +300,15 @@ class Literals:
     """The strings a table mentions, so that requests can hit them."""
 
     def __init__(self) -> None:
-        self.paths = _Ordered()
-        self.header_names = _Ordered()
-        self.header_values = _Ordered()
-        self.query_names = _Ordered()
-        self.query_values = _Ordered()
-        self.claim_paths = _Ordered()
-        self.claim_values = _Ordered()
-        self.domains = _Ordered()
-        self.methods = _Ordered()
+        self.paths: _Ordered[str] = _Ordered()
+        self.header_names: _Ordered[str] = _Ordered()
+        self.header_values: _Ordered[str] = _Ordered()
+        self.query_names: _Ordered[str] = _Ordered()
+        self.query_values: _Ordered[str] = _Ordered()
+        self.claim_paths: _Ordered[tuple[str, ...]] = _Ordered()
+        self.claim_values: _Ordered[str] = _Ordered()
+        self.domains: _Ordered[str] = _Ordered()
+        self.methods: _Ordered[str] = _Ordered()
 
 
 @dataclass(eq=False)
@@ -817,14 +817,15 @@ def _targeted_probe(c: Chooser, table: GeneratedTable) -> Probe:
     for cm in match.jwt_claims:
         if cm.present is not None and cm.present == cm.invert_match:
             continue
-        value: Any = _satisfying(c, cm.string, CLAIM_VALUES)
+        text = _satisfying(c, cm.string, CLAIM_VALUES)
         if cm.invert_match:
-            value = c.pick(CLAIM_VALUES)
+            text = c.pick(CLAIM_VALUES)
+        claim: Any = text
         if c.chance(25):
-            value = [c.pick(CLAIM_VALUES), value]
+            claim = [c.pick(CLAIM_VALUES), text]
         elif cm.path[-1] in ("scope", "scp") and c.chance(50):
-            value = f"{c.pick(CLAIM_VALUES)} {value}"
-        _set_claim(claims, cm.path, value)
+            claim = f"{c.pick(CLAIM_VALUES)} {text}"
+        _set_claim(claims, cm.path, claim)
     content_type = ""
     body: bytes = c.pick(BODIES)
     if match.graphql is not None:

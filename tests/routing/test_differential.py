@@ -31,7 +31,7 @@ from gwcore.config import load_config
 from gwcore.routing import RouteRequest, RouteTable, reference_match
 
 PROPERTY = settings(
-    max_examples=300,
+    max_examples=250,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
