@@ -406,3 +406,29 @@ def test_streamed_body_crossing_the_limit_gets_413_and_the_upstream_is_reset() -
     assert sent(actions, client).startswith(b"HTTP/1.1 413 ")
     assert closed(actions, opened.conn) == CloseConnection(opened.conn, abort=True)
     assert closed(actions, client) is not None
+
+
+def test_pipelined_request_with_connection_close_is_still_answered() -> None:
+    book, client = _book()
+    actions = book.send(
+        client,
+        b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    response = sent(actions, client)
+    assert response.index(b"200 OK") < response.index(b"404 Not Found")
+    assert closed(actions, client) is not None  # after the second response
+
+
+def test_pipelined_requests_before_client_eof_are_all_answered() -> None:
+    book, client = _book()
+    book.send(
+        client, b"GET /api/a HTTP/1.1\r\nHost: a\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    actions = book(EofReceived(client))
+    opened = only(book.history, OpenUpstream)
+    book(UpstreamConnected(opened.conn))
+    actions = book.send(opened.conn, OK)
+    response = sent(actions, client)
+    assert response.count(b"HTTP/1.1 200 OK") == 2 and response.endswith(b"hi")
+    assert closed(actions, client) is not None

@@ -1183,12 +1183,18 @@ class Gateway:
         if exchange.id in self._exchanges:
             self._finish_exchange(exchange, log=True)
         client.exchange = None
+        # Decide on reuse from the exchange just finished, before response_done()
+        # releases the next pipelined request (whose own Connection: close applies
+        # after its response, not before it).
+        reusable = client.codec.keep_alive
         messages = client.codec.response_done()
-        if not client.codec.keep_alive:
+        if not reusable:
             self._close_client(client)
             return
         self._arm_idle(client)
         self._client_messages(client, messages)
+        if not client.closed and client.exchange is None and not client.codec.keep_alive:
+            self._close_client(client)  # EOF reached with nothing left to answer
 
     def _finish_exchange(self, exchange: _Exchange, *, log: bool) -> None:
         if self._exchanges.pop(exchange.id, None) is None:

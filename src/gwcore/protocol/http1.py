@@ -321,7 +321,10 @@ class Http1ServerCodec:
         close-delimited response, client EOF, or a protocol error.
         """
         gate = self._gate
-        if gate.state in ("dead", "closed") or gate.eof or not self._response_keep_alive:
+        # After the client's EOF, requests it pipelined before closing are still
+        # answered: the connection is reusable while their bytes are buffered.
+        ended = gate.eof and not gate.buffer
+        if gate.state in ("dead", "closed") or ended or not self._response_keep_alive:
             return False
         head = gate.head
         if head is None:
