@@ -3,8 +3,9 @@
 ``gwcore check CONFIG`` prints one summary line (exit 0) or every located error
 (exit 1). ``gwcore route CONFIG ...`` routes one request (or a JSON-lines file of
 them) with the compiled table and prints why, or a small JSON answer.
-``gwcore serve CONFIG [--listen HOST:PORT] [--workers N]`` runs the gateway with the
-trio adapter (imported only then) until SIGTERM (drain) or SIGINT. Exit codes:
+``gwcore serve CONFIG [--listen HOST:PORT] [--workers N] [--backend trio|asyncio]`` runs
+the gateway with the trio adapter, or the asyncio one (imported only then), until
+SIGTERM (drain) or SIGINT. Exit codes:
 0 done, 1 invalid config or input file (or cannot listen), 2 bad command line.
 """
 
@@ -37,6 +38,7 @@ from gwcore.routing.matchers import Verdict, evaluate_route
 from gwcore.routing.request import RequestView
 
 PROG = "gwcore"
+BACKENDS = ("trio", "asyncio")
 
 
 # ------------------------------------------------------------------ arguments
@@ -172,7 +174,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "serve",
         help="run the gateway",
         description=(
-            "Run the gateway on the config's listeners (trio adapter). SIGTERM drains: "
+            "Run the gateway on the config's listeners (trio adapter by default). SIGTERM drains: "
             "stop accepting, let requests in flight finish (up to 10 s); SIGINT stops at once."
         ),
     )
@@ -189,6 +191,12 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         default=1,
         metavar="N",
         help="worker processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    serve.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the I/O adapter: trio (the default, unless $GWCORE_BACKEND names one) or "
+        "asyncio (on uvloop when installed)",
     )
     return parser, route
 
@@ -496,7 +504,19 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.listeners and args.listen is None:
         _error(f"{args.config}: no listeners configured; give --listen HOST:PORT")
         return 1
-    from gwcore_trio.run import run  # only `serve` needs trio
+    backend = args.backend or os.environ.get("GWCORE_BACKEND") or "trio"
+    if backend not in BACKENDS:
+        _error(f"GWCORE_BACKEND={backend!r}: choose from {', '.join(BACKENDS)}")
+        return 2
+    # Only `serve` needs an adapter: import the chosen one alone.
+    if backend == "asyncio":
+        from gwcore_asyncio.run import run as run_asyncio
+
+        run = run_asyncio
+    else:
+        from gwcore_trio.run import run as run_trio
+
+        run = run_trio
 
     try:
         return run(args.config, args.listen, args.workers)

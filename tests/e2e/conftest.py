@@ -3,6 +3,12 @@
 Everything listens on 127.0.0.1 with ports the kernel picks; every process and thread
 is started and stopped here. The gateway's access log (stdout) and event log (stderr)
 go to files the tests read.
+
+Conformance: every e2e test runs once per backend (``trio``, ``asyncio``): the
+session-wide ``backend`` fixture is parametrized and autouse, and sets
+``GWCORE_BACKEND`` so every ``gwcore serve`` started here or by a test picks that
+adapter. ``GWCORE_E2E_BACKENDS=trio`` (comma-separated) narrows the run. Tests of one
+adapter's internals (``test_trio_adapter.py``) run for their own backend only.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import pytest
 from upstream_server import EchoUpstream
 
 GWCORE = Path(sys.executable).parent / "gwcore"
+BACKENDS = tuple(os.environ.get("GWCORE_E2E_BACKENDS", "trio,asyncio").split(","))
+ADAPTER_TESTS = {"test_trio_adapter": "trio"}  # module -> the only backend it tests
 
 CONFIG = """\
 listeners:
@@ -115,7 +123,8 @@ class GatewayProcess:
 
 
 def start_gateway(config_path: Path, logs: Path) -> GatewayProcess:
-    """``gwcore serve CONFIG --listen 127.0.0.1:0``; returns once it accepts connections."""
+    """``gwcore serve CONFIG --listen 127.0.0.1:0`` with the current test's backend
+    (``GWCORE_BACKEND``); returns once it accepts connections."""
     access_path, event_path = logs / "access.log", logs / "events.log"
     with access_path.open("wb") as out, event_path.open("wb") as err:
         process = subprocess.Popen(
@@ -150,6 +159,33 @@ def stop_gateway(gateway: GatewayProcess) -> int:
     return gateway.process.returncode
 
 
+@pytest.fixture(scope="session", params=BACKENDS, autouse=True)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The adapter every gateway process of this test runs (pytest groups the tests by
+    it, so each backend's session and module fixtures are set up once)."""
+    name = str(request.param)
+    previous = os.environ.get("GWCORE_BACKEND")
+    os.environ["GWCORE_BACKEND"] = name
+    yield name
+    if previous is None:
+        os.environ.pop("GWCORE_BACKEND", None)
+    else:
+        os.environ["GWCORE_BACKEND"] = previous
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the other backends' copies of tests that exercise one adapter's internals."""
+    keep, drop = [], []
+    for item in items:
+        only = ADAPTER_TESTS.get(item.module.__name__ if item.module else "")
+        callspec = getattr(item, "callspec", None)
+        other = only is not None and callspec is not None and callspec.params["backend"] != only
+        (drop if other else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[EchoUpstream]:
     server = EchoUpstream("echo").start()
@@ -166,7 +202,7 @@ def config_path(upstream: EchoUpstream, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def gateway(
-    config_path: Path, tmp_path_factory: pytest.TempPathFactory
+    backend: str, config_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     process = start_gateway(config_path, tmp_path_factory.mktemp("gateway-logs"))
     yield process
