@@ -891,3 +891,11 @@ def test_bad_hash_on_is_a_located_error() -> None:
     with pytest.raises(ConfigError) as info:
         load_config_text("clusters:\n  c:\n    endpoints: ['127.0.0.1:1']\n    hash_on: cookie\n")
     assert "clusters.c.hash_on: expected client_ip or {header: NAME}" in str(info.value)
+
+
+def test_domain_with_a_port_is_refused_because_ports_are_ignored() -> None:
+    raw = {"virtual_hosts": [{"name": "a", "domains": ["api.test:8080"], "routes": []}]}
+    with pytest.raises(ConfigError) as info:
+        load_config(raw)
+    assert "virtual_hosts[0].domains[0]: domain 'api.test:8080'" in str(info.value)
+    load_config({"virtual_hosts": [{"name": "a", "domains": ["[::1]"], "routes": []}]})

@@ -221,7 +221,6 @@ DOMAINS = (
     "Api.Example.ORG",
     "[::1]",
     "*.api.example.com",
-    "api.example.com:8080",
 )
 
 # Request-side pools.

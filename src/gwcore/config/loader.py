@@ -911,6 +911,13 @@ def _domain(node: _Node) -> str | None:
     if any(c.isspace() or c in "/?#@" for c in domain):
         node.error(f"domain {text!r} is not a host name")
         return None
+    host, colon, port = domain.rpartition(":")
+    if colon and port.isdigit() and not host.endswith(":"):
+        node.error(
+            f"domain {text!r}: domains are matched without the port (the Host's port is "
+            f"ignored); write {host!r}"
+        )
+        return None
     return domain
 
 

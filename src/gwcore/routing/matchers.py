@@ -16,7 +16,9 @@ from gwcore.routing.request import RequestView
 
 
 def string_matches(matcher: m.StringMatcher, value: str) -> bool:
-    """Envoy ``StringMatcher`` semantics (regex: whole value; ignore_case: ASCII-insensitive)."""
+    """Envoy ``StringMatcher`` semantics (regex: whole value). ``ignore_case`` compares
+    with Python's Unicode ``str.lower()`` (Envoy folds ASCII only; the two differ only
+    for non-ASCII letters such as the Kelvin sign or dotted capital I)."""
     kind = matcher.kind
     if kind == "regex":
         return matcher.compiled.fullmatch(value) is not None
