@@ -5,6 +5,7 @@ logs); ``run.py`` runs it as a process or several workers, with signal handling.
 mirrors the trio adapter (``gwcore_trio``) file for file.
 """
 
-from gwcore_asyncio.server import Bound, Server, serve
+from gwcore_asyncio.server import Server, serve
+from gwcore_serving import Bound
 
 __all__ = ["Bound", "Server", "serve"]

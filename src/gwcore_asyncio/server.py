@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import socket
 import struct
-import sys
 import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TextIO, assert_never, cast
 
 from gwcore.config.model import GatewayConfig
@@ -65,6 +62,7 @@ from gwcore.gateway.events import (
     WritesBlocked,
     WritesDrained,
 )
+from gwcore_serving import Bound, LogWriter
 
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -90,15 +88,6 @@ class _Connection:
     @property
     def queued(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
-
-
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """One listening socket: the listener's config name and the address it is bound to."""
-
-    listener: str
-    host: str
-    port: int
 
 
 class _Protocol(asyncio.Protocol):
@@ -160,8 +149,7 @@ class Server:
         self.gateway = Gateway(config, entropy=entropy or random.Random())
         self._listen = listen
         self._reuse_port = reuse_port
-        self._access_log = access_log or sys.stdout
-        self._event_log = event_log or sys.stderr
+        self._logs = LogWriter(access_log, event_log)
         self._connections: dict[int, _Connection] = {}
         self._events: deque[Event] = deque()
         self._feeding = False
@@ -310,7 +298,7 @@ class Server:
                     self._execute(action)
         finally:
             self._feeding = False
-            self._flush_logs()
+            self._logs.flush()
 
     def _engine_failed(self, event: Event, exc: Exception) -> None:
         trace = "".join(traceback.format_exception(exc))
@@ -358,7 +346,7 @@ class Server:
                 if (handle := self._timers.pop(ref, None)) is not None:
                     handle.cancel()
             case Log(kind, record):
-                self._write_log(self._access_log if kind == "access" else self._event_log, record)
+                self._logs.write(kind, record)
             case _:
                 assert_never(action)
 
@@ -427,21 +415,7 @@ class Server:
     # -------------------------------------------------------------------- logs
 
     def _log_event(self, record: dict[str, Any]) -> None:
-        self._write_log(self._event_log, record)
-
-    @staticmethod
-    def _write_log(stream: TextIO, record: dict[str, Any]) -> None:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        line = json.dumps({"time": now, **record}, default=str, ensure_ascii=False)
-        # A closed or broken log stream must not stop the gateway; lines are flushed
-        # once per batch of events (_flush_logs).
-        with contextlib.suppress(OSError, ValueError):
-            stream.write(line + "\n")
-
-    def _flush_logs(self) -> None:
-        for stream in (self._access_log, self._event_log):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+        self._logs.write("event", record)
 
 
 async def serve(

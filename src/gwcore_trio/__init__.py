@@ -5,6 +5,7 @@
 adapter (``gwcore_asyncio``) mirrors these files.
 """
 
-from gwcore_trio.server import Bound, Server, serve
+from gwcore_serving import Bound
+from gwcore_trio.server import Server, serve
 
 __all__ = ["Bound", "Server", "serve"]

@@ -3,16 +3,12 @@
 Signals: SIGTERM drains (stop accepting, let the exchanges in flight finish for up to
 ``grace`` seconds, then close every connection); SIGINT, or a second SIGTERM, stops at
 once.
-With ``workers > 1`` each worker binds the same address with ``SO_REUSEPORT`` and the
-kernel spreads connections between them; the parent only forwards signals.
+Worker processes (``workers > 1``, ``SO_REUSEPORT``) are run by
+:func:`gwcore_serving.run_gateway`; this module is only the runtime-specific part.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import multiprocessing.connection
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -20,9 +16,9 @@ from functools import partial
 
 import trio
 
-from gwcore.config import load_config_file
 from gwcore.config.model import GatewayConfig
-from gwcore_trio.server import Bound, Server
+from gwcore_serving import Bound, run_gateway
+from gwcore_trio.server import Server
 
 GRACE = 10.0
 
@@ -38,32 +34,7 @@ def run(
 
     The config is loaded here (a ``ConfigError`` propagates: the CLI reports it).
     """
-    config = load_config_file(config_path)
-    if workers <= 1:
-        return _serve_process(config, listen, reuse_port=False, grace=grace, announce=_announce)
-    port = listen[1] if listen else (config.listeners[0].port if config.listeners else 0)
-    if port == 0:
-        print("gwcore serve: --workers > 1 needs a fixed port", file=sys.stderr)
-        return 1
-    return _run_workers(config_path, config, listen, workers, grace)
-
-
-def _url(bound: Bound) -> str:
-    host = f"[{bound.host}]" if ":" in bound.host else bound.host
-    return f"http://{host}:{bound.port}"
-
-
-def _configured(config: GatewayConfig, listen: tuple[str, int] | None) -> list[Bound]:
-    """Where the config (or ``listen``) says to listen, as the server would bind it."""
-    bound = [Bound(lst.name, lst.host, lst.port) for lst in config.listeners]
-    if listen is not None:
-        return [Bound(bound[0].listener if bound else "default", *listen)]
-    return bound
-
-
-def _announce(bound: Sequence[Bound]) -> None:
-    where = ", ".join(f"{_url(b)} (listener {b.listener})" for b in bound)
-    print(f"gwcore serve: listening on {where}", file=sys.stderr, flush=True)
+    return run_gateway(_serve_process, config_path, listen, workers, grace)
 
 
 def _serve_process(
@@ -107,62 +78,3 @@ async def _serve_until_signalled(
 async def _drain_then_stop(server: Server, grace: float, scope: trio.CancelScope) -> None:
     await server.drain(grace)
     scope.cancel()
-
-
-# ------------------------------------------------------------------- workers
-
-
-def _worker(config_path: str, listen: tuple[str, int] | None, grace: float) -> None:
-    try:
-        config = load_config_file(config_path)
-        status = _serve_process(config, listen, reuse_port=True, grace=grace, announce=None)
-    except KeyboardInterrupt:
-        status = 130
-    # The terminal sends Ctrl-C to the whole process group and the parent forwards it
-    # too: once trio has stopped, a late SIGINT must not print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(status)
-
-
-def _run_workers(
-    config_path: str,
-    config: GatewayConfig,
-    listen: tuple[str, int] | None,
-    workers: int,
-    grace: float,
-) -> int:
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_worker, args=(config_path, listen, grace), name=f"gwcore-{i}")
-        for i in range(workers)
-    ]
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
-            if process.pid is not None and process.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        for process in processes:
-            if not stopping:
-                process.start()
-        _announce(_configured(config, listen))
-        print(f"gwcore serve: {workers} workers share the port", file=sys.stderr, flush=True)
-        status = 0
-        running = [p for p in processes if p.pid is not None]
-        while running:
-            multiprocessing.connection.wait([p.sentinel for p in running])
-            for process in [p for p in running if p.exitcode is not None]:
-                running.remove(process)
-                if process.exitcode != 0 and not stopping:
-                    status = 1
-                    forward(signal.SIGINT, None)  # one worker failed: stop them all
-        return status
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -25,15 +25,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import heapq
-import json
 import random
 import socket as stdlib_socket
 import struct
-import sys
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TextIO, assert_never
 
 import trio
@@ -65,6 +62,7 @@ from gwcore.gateway.events import (
     WritesBlocked,
     WritesDrained,
 )
+from gwcore_serving import Bound, LogWriter
 
 READ_SIZE = 64 * 1024
 WRITE_CHUNK = 256 * 1024
@@ -98,15 +96,6 @@ class _Connection:
         return len(self.outgoing) + self.in_flight
 
 
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """One listening socket: the listener's config name and the address it is bound to."""
-
-    listener: str
-    host: str
-    port: int
-
-
 class Server:
     """Runs one gateway: accept loops, connections, timers and logs in one nursery."""
 
@@ -124,8 +113,7 @@ class Server:
         self.gateway = Gateway(config, entropy=entropy or random.Random())
         self._listen = listen
         self._reuse_port = reuse_port
-        self._access_log = access_log or sys.stdout
-        self._event_log = event_log or sys.stderr
+        self._logs = LogWriter(access_log, event_log)
         self._connections: dict[int, _Connection] = {}
         self._events: deque[Event] = deque()
         self._feeding = False
@@ -259,7 +247,7 @@ class Server:
                     self._execute(action)
         finally:
             self._feeding = False
-            self._flush_logs()
+            self._logs.flush()
 
     def _engine_failed(self, event: Event, exc: Exception) -> None:
         trace = "".join(traceback.format_exception(exc))
@@ -308,7 +296,7 @@ class Server:
                 self._timer_seq.pop(ref, None)
                 self._compact_timers()
             case Log(kind, record):
-                self._write_log(self._access_log if kind == "access" else self._event_log, record)
+                self._logs.write(kind, record)
             case _:
                 assert_never(action)
 
@@ -454,21 +442,7 @@ class Server:
     # -------------------------------------------------------------------- logs
 
     def _log_event(self, record: dict[str, Any]) -> None:
-        self._write_log(self._event_log, record)
-
-    @staticmethod
-    def _write_log(stream: TextIO, record: dict[str, Any]) -> None:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        line = json.dumps({"time": now, **record}, default=str, ensure_ascii=False)
-        # A closed or broken log stream must not stop the gateway; lines are flushed
-        # once per batch of events (_flush_logs).
-        with contextlib.suppress(OSError, ValueError):
-            stream.write(line + "\n")
-
-    def _flush_logs(self) -> None:
-        for stream in (self._access_log, self._event_log):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+        self._logs.write("event", record)
 
 
 async def serve(
