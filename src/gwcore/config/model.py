@@ -10,6 +10,7 @@ Field names follow Envoy's route configuration vocabulary where Envoy has one.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -231,21 +232,61 @@ class RouteMatch:
         return self.graphql is not None
 
 
+TemplateVariable = Literal["client_ip", "request_id", "route", "claim", "header", "literal"]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplatePart:
+    """One piece of a header value template.
+
+    ``literal`` parts carry ``text``; the others are filled in per request:
+    ``%CLIENT_IP%`` (``client_ip``), ``%REQUEST_ID%`` (``request_id``),
+    ``%ROUTE_NAME%`` (``route``: the route's name, empty when it has none),
+    ``%CLAIM(tenant.id)%`` (``claim`` with ``path=("tenant", "id")``: a verified
+    claim; a scalar as text, an array joined with ``,``, absent or an object gives
+    an empty string) and ``%REQ(x-user)%`` (``header``: the first value of a request
+    header, ``name`` lower-case). ``%%`` is a literal ``%``.
+    """
+
+    kind: TemplateVariable
+    text: str = ""
+    name: str = ""
+    path: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderValueOption:
-    """One header to add (Envoy's ``HeaderValueOption``)."""
+    """One header to add or set (Envoy's ``HeaderValueOption``).
+
+    ``template`` is ``value`` parsed into parts; a value with no ``%`` variables is
+    one literal part. When the template expands to an empty string the header is
+    not added (as Envoy does).
+    """
 
     name: str
     value: str
     append_action: AppendAction = "append_if_exists_or_add"
+    template: tuple[TemplatePart, ...] = ()
+
+    @property
+    def is_literal(self) -> bool:
+        return all(p.kind == "literal" for p in self.template)
 
 
 @dataclass(frozen=True, slots=True)
 class HeaderTransform:
-    """Headers to add to and remove from a request or a response."""
+    """Headers to change on a request or a response, applied in this order:
+    ``remove`` (names), ``rename`` (``(old, new)`` pairs: every value of ``old``
+    moves to ``new``, replacing ``new``), then ``add`` (options in order; ``set`` in
+    config is an ``add`` with ``overwrite_if_exists_or_add``)."""
 
     add: tuple[HeaderValueOption, ...] = ()
     remove: tuple[str, ...] = ()
+    rename: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add or self.remove or self.rename)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +358,211 @@ class RedirectAction:
 RouteAction = ForwardAction | DirectResponseAction | RedirectAction
 
 
+# --------------------------------------------------------------------- policy
+
+TokenSourceKind = Literal["header", "query", "cookie"]
+JwksKind = Literal["inline", "file", "remote"]
+RateAlgorithm = Literal["token_bucket", "sliding_window"]
+RateKeyKind = Literal["client_ip", "route", "claim", "header"]
+ClaimMode = Literal["all", "any"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSource:
+    """Where a JWT is looked for in a request.
+
+    ``header``: the header ``name`` (lower-case); when ``prefix`` is set (``Bearer``)
+    the value must start with that scheme, compared case-insensitively (RFC 7235),
+    followed by whitespace and the token. ``query``: the query parameter ``name``.
+    ``cookie``: the cookie ``name``.
+    """
+
+    kind: TokenSourceKind
+    name: str
+    prefix: str = ""
+
+
+BEARER = TokenSource("header", "authorization", "Bearer")
+
+
+@dataclass(frozen=True, slots=True)
+class JwksSource:
+    """Where a provider's signing keys come from.
+
+    ``inline`` and ``file`` keys are loaded with the config: ``document`` holds the
+    parsed JWKS JSON (``{"keys": [...]}``) and ``path`` the file it came from.
+    ``remote`` keys are fetched from ``uri`` by the adapter (a ``FetchJwks`` action):
+    they are fresh for ``cache_duration`` seconds after a fetch; when a refresh fails
+    the last good keys keep serving for ``max_stale`` more seconds, after which
+    requests needing them get ``unavailable_status``. A failed fetch is retried no
+    sooner than ``retry_interval``; a token whose ``kid`` is unknown triggers a
+    refetch at most once per ``refetch_cooldown``. ``timeout`` bounds one fetch.
+    """
+
+    kind: JwksKind
+    document: Mapping[str, Any] | None = None
+    path: str | None = None
+    uri: str | None = None
+    cache_duration: float = 300.0
+    timeout: float = 5.0
+    max_stale: float = 3600.0
+    retry_interval: float = 10.0
+    refetch_cooldown: float = 30.0
+    unavailable_status: int = 503
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimToHeader:
+    """Copy a verified claim (``path`` into nested objects) into request header ``header``."""
+
+    path: tuple[str, ...]
+    header: str
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProvider:
+    """A JWT issuer the gateway trusts (Envoy's ``JwtProvider``).
+
+    ``algorithms`` is an allowlist (``none`` is never accepted). ``audiences``
+    empty means the ``aud`` claim is not checked; otherwise the token's ``aud`` must
+    contain one of them. ``clock_skew`` seconds of leeway apply to ``exp``, ``nbf``
+    and ``iat``. ``required_claims`` must be present. ``forward: false`` removes the
+    token's header (or query parameter) before the request goes upstream.
+    ``claims_to_headers`` copies claims into upstream request headers; client-sent
+    copies of those headers are always removed. ``max_token_bytes`` bounds the token
+    size; ``cache_size`` bounds the verified-token cache; ``realm`` goes into
+    ``WWW-Authenticate``.
+    """
+
+    name: str
+    issuer: str
+    jwks: JwksSource
+    audiences: tuple[str, ...] = ()
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    clock_skew: float = 60.0
+    sources: tuple[TokenSource, ...] = (BEARER,)
+    forward: bool = False
+    claims_to_headers: tuple[ClaimToHeader, ...] = ()
+    required_claims: tuple[str, ...] = ("exp",)
+    max_token_bytes: int = 8192
+    cache_size: int = 4096
+    realm: str = "gwcore"
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JwtRequirement:
+    """A route needs a valid token from ``provider``. With ``allow_missing`` a request
+    without any token passes (unauthenticated); a token that is present but invalid
+    is still rejected."""
+
+    provider: str
+    allow_missing: bool = False
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequirement:
+    """A verified claim must hold ``values``: with ``mode`` ``all`` every value, with
+    ``any`` at least one. The claim (at ``path``) is read as a set of strings: a
+    scalar is one element (booleans as ``true``/``false``), an array its scalar
+    elements, and ``scope``/``scp`` strings are split on spaces."""
+
+    path: tuple[str, ...]
+    values: tuple[str, ...]
+    mode: ClaimMode = "all"
+    location: str = ""
+
+    @property
+    def name(self) -> str:
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """An authorization rule over verified claims. It holds when every entry of
+    ``claims`` holds, every rule of ``all_of`` holds, and (when ``any_of`` is not
+    empty) at least one rule of ``any_of`` holds. An empty requirement always holds."""
+
+    claims: tuple[ClaimRequirement, ...] = ()
+    all_of: tuple[Requirement, ...] = ()
+    any_of: tuple[Requirement, ...] = ()
+    location: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.claims or self.all_of or self.any_of)
+
+
+@dataclass(frozen=True, slots=True)
+class RateKeyPart:
+    """One component of a rate-limit key: the client IP, the route's label, a
+    verified claim (``path``) or a request header (``name``, lower-case)."""
+
+    kind: RateKeyKind
+    name: str = ""
+    path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A named rate limit.
+
+    ``token_bucket``: ``rate`` tokens per second refill a bucket of ``burst`` tokens.
+    ``sliding_window``: at most ``limit`` requests in any ``window`` seconds
+    (a sliding-window counter). Each distinct ``key`` value gets its own state; at
+    most ``max_keys`` are kept (least recently used are evicted). When a key part is
+    missing (no such claim or header), ``missing_key`` decides: ``skip`` (the limit
+    does not apply) or ``shared`` (all such requests share one bucket).
+    """
+
+    name: str
+    algorithm: RateAlgorithm
+    key: tuple[RateKeyPart, ...] = (RateKeyPart("client_ip"),)
+    rate: float = 0.0
+    burst: int = 0
+    limit: int = 0
+    window: float = 0.0
+    max_keys: int = 100_000
+    missing_key: Literal["skip", "shared"] = "skip"
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """What a route (or the whole gateway) enforces: a JWT ``jwt`` requirement,
+    an authorization ``require`` rule (needs ``jwt``), and named ``rate_limits``."""
+
+    jwt: JwtRequirement | None = None
+    require: Requirement = Requirement()
+    rate_limits: tuple[str, ...] = ()
+    location: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return self.jwt is None and self.require.empty and not self.rate_limits
+
+
+@dataclass(frozen=True, slots=True)
+class PathNormalization:
+    """How request paths are normalized before routing and policy (the normalized
+    path is also what goes upstream): ``decode_unreserved`` percent-decodes
+    RFC 3986 unreserved characters (``%41`` -> ``A``, ``%2E`` -> ``.``; ``%2F`` is
+    kept), ``merge_slashes`` turns ``//`` into ``/``, ``remove_dot_segments``
+    resolves ``.`` and ``..`` (RFC 3986 §5.2.4; never above ``/``)."""
+
+    decode_unreserved: bool = True
+    merge_slashes: bool = True
+    remove_dot_segments: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.decode_unreserved or self.merge_slashes or self.remove_dot_segments
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """One entry of a virtual host's route list: conditions and what to do."""
@@ -327,6 +573,7 @@ class Route:
     request_headers: HeaderTransform = HeaderTransform()
     response_headers: HeaderTransform = HeaderTransform()
     location: str = ""
+    policy: RoutePolicy = RoutePolicy()
 
     @property
     def label(self) -> str:
@@ -342,6 +589,8 @@ class VirtualHost:
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
     location: str = ""
+    request_headers: HeaderTransform = HeaderTransform()
+    response_headers: HeaderTransform = HeaderTransform()
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +652,16 @@ class GatewayConfig:
     clusters: Mapping[str, Cluster] = field(default_factory=dict)
     listeners: tuple[Listener, ...] = ()
     source: str = "<dict>"
+    jwt_providers: Mapping[str, JwtProvider] = field(default_factory=dict)
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    # Applies to every request (before the route's own policy); only rate limits.
+    global_policy: RoutePolicy = RoutePolicy()
+    path_normalization: PathNormalization = PathNormalization()
+    # Request headers removed from every client request before anything else.
+    untrusted_request_headers: tuple[str, ...] = ()
+    # Propagate a valid W3C traceparent/tracestate; start one when absent or invalid.
+    tracing: bool = True
 
     @property
     def route_count(self) -> int:

@@ -3,7 +3,8 @@
 An adapter executes them in order with one ``match`` ending in ``assert_never``.
 Actions that expect an answer name what the answer carries back: ``OpenUpstream``
 is answered by ``UpstreamConnected(conn)`` or ``UpstreamConnectFailed(conn)``,
-``StartTimer`` by ``TimerFired(ref)`` unless cancelled first.
+``StartTimer`` by ``TimerFired(ref)`` unless cancelled first, ``FetchJwks(ref)`` by
+``JwksFetched(ref)`` or ``JwksFetchFailed(ref)``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Literal
 
 from gwcore.config.model import Endpoint
 
-TimerKind = Literal["idle", "header", "route", "connect", "pool"]
+TimerKind = Literal["idle", "header", "route", "connect", "pool", "jwks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,21 @@ class CancelTimer:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchJwks:
+    """HTTP GET ``url`` (``http`` or ``https``, certificate verified) within ``timeout``
+    seconds, and answer with ``JwksFetched(ref, status, body)`` or
+    ``JwksFetchFailed(ref, reason)``. ``ref`` names the JWT provider. The response
+    body may be cut at ``max_bytes`` (answer ``JwksFetchFailed`` when it is longer).
+    The engine runs its own timer too, so a fetch that is never answered cannot hang
+    requests."""
+
+    ref: str
+    url: str
+    timeout: float
+    max_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     """A structured log record (an access log line, or an event worth noting)."""
 
@@ -92,5 +108,6 @@ Action = (
     | OpenUpstream
     | StartTimer
     | CancelTimer
+    | FetchJwks
     | Log
 )

@@ -90,6 +90,23 @@ class DrainStarted:
     responses carry ``Connection: close``, HTTP/2 clients get GOAWAY)."""
 
 
+@dataclass(frozen=True, slots=True)
+class JwksFetched:
+    """The answer to ``FetchJwks(ref)``: the HTTP status and body of the response."""
+
+    ref: str
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JwksFetchFailed:
+    """``FetchJwks(ref)`` failed: no connection, TLS error, timeout, or a body too big."""
+
+    ref: str
+    reason: str
+
+
 Event = (
     ClientConnected
     | BytesReceived
@@ -101,4 +118,6 @@ Event = (
     | WritesBlocked
     | WritesDrained
     | DrainStarted
+    | JwksFetched
+    | JwksFetchFailed
 )
