@@ -250,6 +250,7 @@ class Gateway:
         self._next_exchange = 1
         self._out: list[Action] = []
         self._now = 0.0
+        self._wall_offset = 0.0
 
     # ------------------------------------------------------------------ public
 
@@ -264,9 +265,16 @@ class Gateway:
         """Requests in flight (for graceful drain)."""
         return len(self._exchanges)
 
-    def handle(self, event: Event, now: float) -> list[Action]:
-        """Process one event; return the actions to carry out, in order."""
+    def handle(self, event: Event, now: float, wall: float | None = None) -> list[Action]:
+        """Process one event; return the actions to carry out, in order.
+
+        ``now`` is the monotonic clock every timer uses. ``wall`` is the current Unix
+        time, used only to check JWT ``exp``/``nbf``/``iat``; when omitted, the last
+        known offset between the two clocks is reused (zero until one is given).
+        """
         self._now = now
+        if wall is not None:
+            self._wall_offset = wall - now
         self._out = []
         match event:
             case ClientConnected():
