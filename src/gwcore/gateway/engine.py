@@ -35,6 +35,7 @@ from gwcore.gateway.actions import (
     Action,
     CancelTimer,
     CloseConnection,
+    FetchJwks,
     Log,
     OpenUpstream,
     PauseReading,
@@ -50,12 +51,15 @@ from gwcore.gateway.events import (
     DrainStarted,
     EofReceived,
     Event,
+    JwksFetched,
+    JwksFetchFailed,
     TimerFired,
     UpstreamConnected,
     UpstreamConnectFailed,
     WritesBlocked,
     WritesDrained,
 )
+from gwcore.gateway.guard import Allowed, AuthState, Guard, Rejection
 from gwcore.gateway.headers import (
     downstream_response_headers,
     format_request_id,
@@ -64,6 +68,9 @@ from gwcore.gateway.headers import (
     upstream_request_headers,
     valid_request_id,
 )
+from gwcore.policy.jwt import KeysNeeded
+from gwcore.policy.transforms import TemplateContext
+from gwcore.protocol.grpc_status import grpc_media_type, grpc_trailers_only, is_grpc_request
 from gwcore.protocol.http1 import Http1ClientCodec, Http1ServerCodec
 from gwcore.protocol.http2 import (
     ConnectionTerminated,
@@ -91,6 +98,7 @@ from gwcore.protocol.messages import (
     header_values,
 )
 from gwcore.routing import (
+    Decision,
     Matched,
     NeedBody,
     NeedClaims,
@@ -179,6 +187,11 @@ class _Exchange:
     started: float
     request_id: str
     route: m.Route | None = None
+    vhost: m.VirtualHost | None = None
+    decision: Decision | None = None  # routing so far (NeedClaims/NeedBody: not done)
+    auth: AuthState | None = None  # policy's view of the request (None: rejected early)
+    allowed: Allowed | None = None  # what policy granted (claims, rate-limit headers)
+    waiting_keys: str | None = None  # parked until this JWT provider's keys arrive
     cluster: str | None = None
     endpoint: m.Endpoint | None = None
     upstream: _Upstream | None = None
@@ -241,6 +254,8 @@ class Gateway:
             )
             for name, cluster in config.clusters.items()
         }
+        self.guard = Guard(config)
+        self._jwks_waiters: dict[str, list[_Exchange]] = {}
         self._clients: dict[int, _Client] = {}
         self._upstreams: dict[int, _Upstream] = {}
         self._exchanges: dict[int, _Exchange] = {}
@@ -309,6 +324,19 @@ class Gateway:
                 self._backpressure(conn, blocked=False)
             case DrainStarted():
                 self._drain()
+            case JwksFetched(ref=ref, status=status, body=body):
+                auth = self.guard.authenticators.get(ref)
+                if auth is not None and auth.fetching:
+                    auth.fetch_succeeded(status, body, self._wall())
+                    if auth.fetching is False and status != 200:
+                        self._log_event("jwks_fetch_failed", provider=ref, status=status)
+                    self._jwks_done(ref)
+            case JwksFetchFailed(ref=ref, reason=reason):
+                auth = self.guard.authenticators.get(ref)
+                if auth is not None and auth.fetching:
+                    auth.fetch_failed(reason, self._wall())
+                    self._log_event("jwks_fetch_failed", provider=ref, reason=reason)
+                    self._jwks_done(ref)
         out, self._out = self._out, []
         return out
 
@@ -637,6 +665,12 @@ class Gateway:
                 self._h2c_upgrade(client, head, settings)
                 return
         exchange = self._new_exchange(client, head, stream_id)
+        prepared = self.guard.prepare(head, client.peer[0], grpc=is_grpc_request(head.headers))
+        if isinstance(prepared, Rejection):
+            self._reject(exchange, prepared)
+            return
+        exchange.auth = prepared
+        head = exchange.head = prepared.head
         scheme = "https" if client.tls else "http"
         if client.h2 is not None and stream_id is not None:
             scheme = client.h2.scheme_of(stream_id) or scheme
@@ -648,15 +682,100 @@ class Gateway:
             claims=None,
             scheme=scheme,
         )
-        decision = self.table.match(request)
+        exchange.decision = self.table.match(request)
+        self._advance(exchange)
+
+    def _wall(self) -> float:
+        return self._now + self._wall_offset
+
+    def _advance(self, exchange: _Exchange) -> None:
+        """Carry routing and policy as far as they go: to a decision, or until the
+        body (GraphQL routing) or a JWT provider's keys arrive."""
+        auth = exchange.auth
+        assert auth is not None
+        decision = exchange.decision
         while isinstance(decision, NeedClaims):
-            # No JWT verification yet: a request carries no verified claims.
-            decision = decision.with_claims({})
+            claims = self.guard.routing_claims(auth, self._wall())
+            self._offer_fetches(auth)
+            if isinstance(claims, KeysNeeded):
+                self._park(exchange, claims.provider)
+                return
+            decision = exchange.decision = decision.with_claims(claims)
         if isinstance(decision, NeedBody):
-            exchange.needs_body = decision
-            exchange.routing_body = []
+            if exchange.routing_body is None:
+                exchange.needs_body = decision
+                exchange.routing_body = []
             return
+        assert decision is not None
+        route = decision.route if isinstance(decision, Matched) else None
+        verdict = self.guard.enforce(auth, route, self._now, self._wall())
+        self._offer_fetches(auth)
+        if isinstance(verdict, KeysNeeded):
+            self._park(exchange, verdict.provider)
+            return
+        if isinstance(verdict, Rejection):
+            exchange.route = route
+            self._reject(exchange, verdict)
+            return
+        exchange.allowed = verdict
         self._routed(exchange, decision)
+        if exchange.request_trailers is not None and not exchange.finished:
+            self._start_route_timer(exchange)
+
+    # ------------------------------------------------------------------ JWKS
+
+    def _offer_fetches(self, auth: AuthState) -> None:
+        """Start the JWKS fetches the providers this request touched now want
+        (first keys, a refetch for an unknown kid, or a background refresh)."""
+        for name in auth.touched:
+            authenticator = self.guard.authenticators[name]
+            url = authenticator.take_fetch(self._wall())
+            if url is not None:
+                jwks = authenticator.provider.jwks
+                self._out.append(FetchJwks(name, url, jwks.timeout))
+                # Our own bound, in case the adapter never answers.
+                self._start_timer(TimerRef("jwks", name), self._now + jwks.timeout + 1.0)
+        auth.touched.clear()
+
+    def _park(self, exchange: _Exchange, provider: str) -> None:
+        exchange.waiting_keys = provider
+        self._jwks_waiters.setdefault(provider, []).append(exchange)
+
+    def _jwks_done(self, provider: str) -> None:
+        """A fetch for ``provider`` ended: every request waiting on it continues."""
+        self._cancel_timer(TimerRef("jwks", provider))
+        for exchange in self._jwks_waiters.pop(provider, []):
+            if exchange.waiting_keys == provider and not exchange.finished:
+                exchange.waiting_keys = None
+                if exchange.id in self._exchanges:
+                    self._advance(exchange)
+
+    # ---------------------------------------------------------------- routed
+
+    def _template_context(self, exchange: _Exchange) -> TemplateContext:
+        allowed = exchange.allowed
+        auth = exchange.auth
+        claims = allowed.claims if allowed is not None else None
+        if claims is None and auth is not None:
+            claims = auth.routing
+        route = exchange.route
+        return TemplateContext(
+            client_ip=auth.client_ip if auth is not None else exchange.client.peer[0],
+            request_id=exchange.request_id,
+            route=(route.name or "") if route is not None else "",
+            claims=claims,
+            headers=exchange.head.headers,
+        )
+
+    def _reject(self, exchange: _Exchange, rejection: Rejection) -> None:
+        self._local_response(
+            exchange,
+            rejection.status,
+            rejection.body,
+            headers=rejection.headers,
+            flags=rejection.flags,
+            grpc_message=rejection.grpc_message,
+        )
 
     def _routed(self, exchange: _Exchange, decision: Matched | NoRoute) -> None:
         if isinstance(decision, NoRoute):
@@ -664,17 +783,29 @@ class Gateway:
             return
         route = decision.route
         exchange.route = route
+        exchange.vhost = decision.virtual_host
         action = route.action
         if isinstance(action, m.DirectResponseAction):
-            headers = (("content-type", action.content_type),) if action.body else ()
+            headers: Headers = (("content-type", action.content_type),) if action.body else ()
+            headers = self._local_headers(exchange, headers)
             self._local_response(exchange, action.status, action.body, headers=headers)
         elif isinstance(action, m.RedirectAction):
             location = self._redirect_location(exchange, route, action)
-            self._local_response(
-                exchange, action.response_code, b"", headers=(("location", location),)
-            )
+            headers = self._local_headers(exchange, (("location", location),))
+            self._local_response(exchange, action.response_code, b"", headers=headers)
         else:
             self._forward(exchange, route, action)
+
+    def _local_headers(self, exchange: _Exchange, headers: Headers) -> Headers:
+        """Headers of a direct response or redirect: the response transforms apply."""
+        route, vhost = exchange.route, exchange.vhost
+        extra = exchange.allowed.response_headers if exchange.allowed is not None else ()
+        if (route is None or route.response_headers.empty) and (
+            vhost is None or vhost.response_headers.empty
+        ):
+            return (*headers, *extra)
+        context = self._template_context(exchange)
+        return self.guard.response_headers(headers, route, vhost, context, extra)
 
     def _redirect_location(
         self, exchange: _Exchange, route: m.Route, action: m.RedirectAction
@@ -731,17 +862,13 @@ class Gateway:
             return
         if exchange.needs_body is not None:
             body = b"".join(exchange.routing_body or [])
-            decision = exchange.needs_body.with_body(body)
+            exchange.decision = exchange.needs_body.with_body(body)
             exchange.needs_body = None
             exchange.routing_body = None
             exchange.pending = [body] if body else []
             exchange.pending_bytes = len(body)
-            while isinstance(decision, NeedClaims):
-                decision = decision.with_claims({})
-            assert not isinstance(decision, NeedBody)  # a body was supplied
-            self._routed(exchange, decision)
-            if exchange.finished:
-                return
+            self._advance(exchange)  # starts the route timer once routed
+            return
         self._start_route_timer(exchange)
         upstream = exchange.upstream
         if upstream is not None and upstream.h2 is not None:
@@ -871,8 +998,18 @@ class Gateway:
             scheme="https" if exchange.client.tls else "http",
             request_id=exchange.request_id,
             http_version=head.http_version,
-            route=route,
             host=host,
+        )
+        auth = exchange.auth
+        assert auth is not None
+        headers = self.guard.upstream_headers(
+            headers,
+            auth,
+            exchange.allowed,
+            route,
+            exchange.vhost,
+            self._template_context(exchange),
+            self._entropy.getrandbits,
         )
         upstream_head = RequestHead(head.method, target, headers, "1.1", head.body)
         if upstream.h2 is not None:
@@ -1000,7 +1137,16 @@ class Gateway:
             case ResponseHead(status=status) if status < 200:
                 return  # interim responses are not forwarded
             case ResponseHead():
-                headers = downstream_response_headers(message.headers, exchange.route)
+                headers = downstream_response_headers(message.headers)
+                route, vhost = exchange.route, exchange.vhost
+                extra = exchange.allowed.response_headers if exchange.allowed is not None else ()
+                if (route is not None and not route.response_headers.empty) or (
+                    vhost is not None and not vhost.response_headers.empty
+                ):
+                    context = self._template_context(exchange)
+                    headers = self.guard.response_headers(headers, route, vhost, context, extra)
+                elif extra:
+                    headers = (*headers, *extra)
                 head = replace(message, headers=headers, reason="", http_version="1.1")
                 exchange.response_started = True
                 exchange.status = message.status
@@ -1133,9 +1279,28 @@ class Gateway:
         *,
         headers: Headers = (),
         flags: str = "-",
+        grpc_message: str | None = None,
     ) -> None:
-        """Answer the client ourselves with a complete response."""
+        """Answer the client ourselves with a complete response.
+
+        A gRPC client (``content-type: application/grpc...``) gets a trailers-only
+        response instead: HTTP 200 with ``grpc-status`` mapped from ``status`` and
+        ``grpc-message`` (``grpc_message``, else the body's text).
+        """
         client = exchange.client
+        if status >= 400 and is_grpc_request(exchange.head.headers):
+            if grpc_message is None:
+                text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+                grpc_message = text.strip()
+            headers = tuple(
+                grpc_trailers_only(
+                    status,
+                    grpc_message,
+                    headers,
+                    content_type=grpc_media_type(exchange.head.headers) or "application/grpc",
+                )
+            )
+            status, body = 200, b""
         if isinstance(body, str):
             body = body.encode()
             headers = (("content-type", "text/plain; charset=utf-8"), *headers)
@@ -1254,6 +1419,12 @@ class Gateway:
             if upstream is not None and not upstream.connected:
                 self._out.append(CloseConnection(upstream.conn, abort=True))
                 self._upstream_connect_failed(upstream, "connect timeout")
+        elif kind == "jwks":
+            auth = self.guard.authenticators.get(str(owner))
+            if auth is not None and auth.fetching:
+                auth.fetch_failed("no answer in time", self._wall())
+                self._log_event("jwks_fetch_failed", provider=str(owner), reason="timeout")
+                self._jwks_done(str(owner))
         elif kind == "pool":
             state = self._clusters.get(str(owner))
             if state is not None:
@@ -1305,6 +1476,7 @@ class Gateway:
         record: dict[str, Any] = {
             "request_id": exchange.request_id,
             "client": f"{exchange.client.peer[0]}:{exchange.client.peer[1]}",
+            "client_ip": exchange.auth.client_ip if exchange.auth else exchange.client.peer[0],
             "method": head.method,
             "authority": host_header_value(head.headers),
             "path": head.target,

@@ -49,19 +49,6 @@ def format_request_id(bits: int) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def _apply(headers: list[tuple[str, str]], transform: m.HeaderTransform) -> list[tuple[str, str]]:
-    removed = set(transform.remove)
-    out = [(n, v) for n, v in headers if n not in removed]
-    for option in transform.add:
-        present = any(n == option.name for n, _ in out)
-        if option.append_action == "add_if_absent" and present:
-            continue
-        if option.append_action == "overwrite_if_exists_or_add":
-            out = [(n, v) for n, v in out if n != option.name]
-        out.append((option.name, option.value))
-    return out
-
-
 def upstream_request_headers(
     headers: Headers,
     *,
@@ -69,7 +56,6 @@ def upstream_request_headers(
     scheme: str,
     request_id: str,
     http_version: str,
-    route: m.Route,
     host: str,
 ) -> Headers:
     """The headers to send upstream for a client request.
@@ -78,8 +64,9 @@ def upstream_request_headers(
     it); ``Expect`` is dropped (the gateway answers ``100-continue`` itself);
     ``X-Forwarded-For`` gets the client address appended; ``X-Forwarded-Proto`` and
     ``X-Forwarded-Host`` are set (client-sent values replaced); ``Via`` is appended;
-    ``X-Request-Id`` is set to ``request_id``; ``Host`` becomes ``host``; then the
-    route's request header transform is applied.
+    ``X-Request-Id`` is set to ``request_id``; ``Host`` becomes ``host``. Route and
+    virtual host transforms are applied afterwards by the policy stage
+    (:meth:`gwcore.gateway.guard.Guard.upstream_headers`).
     """
     te_trailers = any(
         token.strip().lower() == "trailers"
@@ -108,7 +95,7 @@ def upstream_request_headers(
     ]
     if te_trailers:
         out.append(("te", "trailers"))
-    return tuple(_apply(out, route.request_headers))
+    return tuple(out)
 
 
 def host_header_value(headers: Headers) -> str:
@@ -118,12 +105,10 @@ def host_header_value(headers: Headers) -> str:
     return ""
 
 
-def downstream_response_headers(headers: Headers, route: m.Route | None) -> Headers:
-    """The headers to send to the client for an upstream response."""
-    out = _strip(headers)
-    if route is not None:
-        out = _apply(out, route.response_headers)
-    return tuple(out)
+def downstream_response_headers(headers: Headers) -> Headers:
+    """The headers to send to the client for an upstream response (hop-by-hop and
+    framing removed; transforms are applied by the policy stage)."""
+    return tuple(_strip(headers))
 
 
 def rewrite_path(target: str, route: m.Route, rewrite: str) -> str:
