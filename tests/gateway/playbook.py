@@ -43,6 +43,8 @@ class Playbook:
 
     gateway: Gateway
     now: float = 0.0
+    # Wall-clock (Unix) time is ``now`` plus this, as an adapter would report it.
+    wall_offset: float = 1_800_000_000.0
     history: list[Action] = field(default_factory=list)
     timers: dict[TimerRef, float] = field(default_factory=dict)
 
@@ -54,7 +56,7 @@ class Playbook:
     def __call__(self, event: Event, *, at: float | None = None) -> list[Action]:
         if at is not None:
             self.now = at
-        actions = self.gateway.handle(event, self.now)
+        actions = self.gateway.handle(event, self.now, wall=self.now + self.wall_offset)
         for action in actions:
             if isinstance(action, StartTimer):
                 self.timers[action.ref] = action.at
@@ -75,10 +77,14 @@ class Playbook:
         """Move the clock and fire every timer due by then, in order."""
         out: list[Action] = []
         while True:
-            due = sorted((when, ref.kind, ref) for ref, when in self.timers.items() if when <= at)
+            due = sorted(
+                ((when, ref.kind, str(ref.owner)), ref)
+                for ref, when in self.timers.items()
+                if when <= at
+            )
             if not due:
                 break
-            when, _, ref = due[0]
+            (when, _, _), ref = due[0]
             del self.timers[ref]
             out += self(TimerFired(ref), at=when)
         self.now = at
