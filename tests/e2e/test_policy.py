@@ -17,7 +17,7 @@ import grpc
 import httpx
 import jwt
 import pytest
-from conftest import GatewayProcess, start_gateway, stop_gateway
+from conftest import GatewayProcess, start_gateway, stop_gateway, wait_until
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from upstream_server import EchoUpstream
@@ -179,6 +179,7 @@ def setup(
     jwks_file = directory / "jwks.json"
     jwks_file.write_text(json.dumps({"keys": [corp.jwk(), corp_ec.jwk()]}))
     remote = JwksServer()
+    remote.keys = [Signer.rsa("r-0").jwk()]  # the IdP is up before the gateway starts
     config = directory / "gateway.yaml"
     config.write_text(
         CONFIG.format(
@@ -296,8 +297,12 @@ def test_normalized_paths_cannot_slip_past_a_prefix_rule(setup: Setup) -> None:
 
 
 def test_remote_jwks_single_flight_and_key_rotation(setup: Setup) -> None:
+    # The keys were fetched ahead of time, when the first client connected.
+    assert wait_until(lambda: setup.remote.fetches >= 1)
+    time.sleep(0.05)  # past refetch_cooldown (10ms)
+    # The IdP adds a key; ten concurrent requests signed with it share one refetch.
     first = Signer.rsa("r-1")
-    setup.remote.keys = [first.jwk()]
+    setup.remote.keys = [*setup.remote.keys, first.jwk()]
     setup.remote.delay = 0.3
     token = first.token(issuer=REMOTE_ISSUER, sub="dave")
     before = setup.remote.fetches

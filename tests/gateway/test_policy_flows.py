@@ -75,11 +75,13 @@ def request(path: str, bearer: str | None = None) -> bytes:
 
 def test_requests_park_on_one_fetch_and_resume_when_keys_arrive() -> None:
     book = gateway()
-    first, second = book.connect(), book.connect()
-    actions = book.send(first, request("/api/1", token(book)))
-    fetch = only(actions, FetchJwks)
+    first = book.connect()
+    # Remote keys are fetched ahead of time, when the first client connects.
+    fetch = only(book.history, FetchJwks)
     assert (fetch.ref, fetch.url, fetch.timeout) == ("idp", URL, 2.0)
-    assert not [a for a in actions if isinstance(a, OpenUpstream)]  # nothing upstream yet
+    second = book.connect()
+    actions = book.send(first, request("/api/1", token(book)))
+    assert not [a for a in actions if isinstance(a, FetchJwks | OpenUpstream)]  # parked
     more = book.send(second, request("/api/2", token(book)))
     assert not [a for a in more if isinstance(a, FetchJwks | OpenUpstream)]  # single flight
 
@@ -136,8 +138,9 @@ def test_a_client_gone_while_parked_is_forgotten() -> None:
 def test_claim_routing_waits_for_keys_then_routes_on_verified_claims() -> None:
     book = gateway()
     conn = book.connect()
+    only(book.history, FetchJwks)
     actions = book.send(conn, request("/x", token(book, role="x")))
-    only(actions, FetchJwks)
+    assert not [a for a in actions if isinstance(a, OpenUpstream)]
     resumed = book(JwksFetched("idp", 200, JWKS))
     assert only(resumed, OpenUpstream).endpoint.port == 9002  # cluster d
     # A token that does not verify never satisfies the claim matcher.

@@ -266,6 +266,7 @@ class Gateway:
         self._out: list[Action] = []
         self._now = 0.0
         self._wall_offset = 0.0
+        self._prefetched = False
 
     # ------------------------------------------------------------------ public
 
@@ -343,6 +344,11 @@ class Gateway:
     # ----------------------------------------------------------------- clients
 
     def _client_connected(self, event: ClientConnected) -> None:
+        if not self._prefetched:
+            # Remote JWKS are fetched ahead of the first request that needs them.
+            self._prefetched = True
+            for name in self.guard.authenticators:
+                self._offer_fetch(name)
         listener = self._listeners.get(event.listener)
         limits = listener.limits if listener else m.ListenerLimits()
         codec = Http1ServerCodec(
@@ -728,14 +734,17 @@ class Gateway:
         """Start the JWKS fetches the providers this request touched now want
         (first keys, a refetch for an unknown kid, or a background refresh)."""
         for name in auth.touched:
-            authenticator = self.guard.authenticators[name]
-            url = authenticator.take_fetch(self._wall())
-            if url is not None:
-                jwks = authenticator.provider.jwks
-                self._out.append(FetchJwks(name, url, jwks.timeout))
-                # Our own bound, in case the adapter never answers.
-                self._start_timer(TimerRef("jwks", name), self._now + jwks.timeout + 1.0)
+            self._offer_fetch(name)
         auth.touched.clear()
+
+    def _offer_fetch(self, name: str) -> None:
+        authenticator = self.guard.authenticators[name]
+        url = authenticator.take_fetch(self._wall())
+        if url is not None:
+            jwks = authenticator.provider.jwks
+            self._out.append(FetchJwks(name, url, jwks.timeout))
+            # Our own bound, in case the adapter never answers.
+            self._start_timer(TimerRef("jwks", name), self._now + jwks.timeout + 1.0)
 
     def _park(self, exchange: _Exchange, provider: str) -> None:
         exchange.waiting_keys = provider
