@@ -1,13 +1,18 @@
-"""Proxy benchmark: gwcore against nginx and against no proxy at all, one command.
+"""Proxy benchmark: gwcore (trio and asyncio) against nginx, a minimal proxy and no
+proxy at all, one command.
 
-Three targets, the same upstream, the same request, the same load generators:
+Five targets, the same upstream, the same request, the same load generators:
 
 1. ``direct``: client -> upstream (what the machine can do without a proxy);
 2. ``nginx``: client -> nginx reverse proxy (one worker, ``upstream {}`` with
    ``keepalive 32``, ``proxy_http_version 1.1``, ``Connection ""``) -> upstream;
-3. ``gwcore``: client -> ``gwcore serve`` (trio adapter, one process) -> upstream, on a
-   generated table of 100 routes (prefixes, exact paths, templates, a regex, header
-   matchers) where the benchmarked request matches route 51, in the middle.
+3. ``gwcore-trio`` and 4. ``gwcore-asyncio``: client -> ``gwcore serve --backend B``
+   (one process each) -> upstream, on a generated table of 100 routes (prefixes, exact
+   paths, templates, a regex, header matchers) where the benchmarked request matches
+   route 51, in the middle; the two differ only in the adapter;
+5. ``trio+h11``: ``bench/minimal_proxy.py``, a bare trio+h11 proxy (no routing,
+   rewriting, timers or log): the floor of this design (HTTP/1.1 only, so no h2c row;
+   ``--no-minimal`` leaves it out).
 
 The upstream is a separate nginx answering ``return 200 "ok"``, the fastest and most
 neutral thing to put behind a proxy. Every nginx runs from a config written to a temp
@@ -15,39 +20,39 @@ directory (pid, logs and temp paths there; nothing under /etc/nginx is read or
 written), in the foreground, in its own session, and is stopped at the end, also on
 Ctrl-C. Only 127.0.0.1 is used.
 
-Placement on a 2-core machine: each proxy is pinned to core 1 (``taskset -c 1``), the
-load generator (wrk or h2load) to core 0; the upstream is pinned to core 0 too by
-default (``--upstream-cpu``), so that the proxy has core 1 to itself, except for the
-direct target, where the upstream is the server under test and is moved to core 1.
-The CPU time each process group used during every run is read from /proc, so "rps per
-proxy core" is requests per second per core-second the proxy actually used, not per
-core it could have used (robust to a busy machine, and to a proxy that is
-latency-bound rather than CPU-bound).
+Placement on a 2-core machine: each proxy is pinned to core 1 (``taskset -c 1``; only
+the one under load is busy), the load generator (wrk or h2load) to core 0; the
+upstream is pinned to core 0 too by default (``--upstream-cpu``), so that the proxy has
+core 1 to itself, except for the direct target, where the upstream is the server under
+test and is moved to core 1. The CPU time each process group used during every run is
+read from /proc, so "rps per proxy core" is requests per second per core-second the
+proxy actually used, not per core it could have used (robust to a busy machine, and
+to a proxy that is latency-bound rather than CPU-bound).
 
 Two load generators, 32 requests in flight each: ``wrk --latency -c32`` (HTTP/1.1
 keep-alive) and ``h2load -c4 -m8`` (HTTP/2 over cleartext with prior knowledge, h2c:
 4 connections x 8 concurrent streams). Over h2c, nginx listens on a second server
 block (``listen ... http2``, checked with ``nginx -V`` and ``nginx -t`` first),
 gwcore on its one listener (``protocols: [http1, h2c]``), and the direct target is
-a second ``http2`` port of the upstream; both proxies still talk HTTP/1.1 to the
+a second ``http2`` port of the upstream; the proxies still talk HTTP/1.1 to the
 upstream. A target this nginx cannot serve over h2c is skipped, and the output says
 why.
 
 Method: a warm-up per target and protocol, then interleaved rounds (every
-target x protocol run once per round, the order rotating each round); two tables
-show the median round (rps, p50, p99 for wrk; mean, p50, p99 for h2load, the
-percentiles from its per-request log), and gwcore's non-2xx responses, socket
-errors and h2load failed/errored/timed-out requests are counted (exit status 1 if
-any). Afterwards gwcore is profiled under the HTTP/1.1 load: py-spy
-(sampling, no change to the process) for where the time goes, and cProfile (a second
-gwcore run by ``bench/gwcore_cprofile.py``, profiling switched on after a warm-up;
-slower, but exact call counts) for calls per request. ``--minimal`` adds a fourth
-target, ``bench/minimal_proxy.py``: a bare trio+h11 proxy, the floor of this design
-(HTTP/1.1 only, so it has no h2c row).
+target x protocol run once per round, the order rotating each round, so trio and
+asyncio see the same machine state); two tables show the median round (rps, p50, p99
+for wrk; mean, p50, p99 for h2load, the percentiles from its per-request log) and the
+ratios to nginx, by rps and by rps per proxy core. gwcore's non-2xx responses, socket
+errors and h2load failed/errored/timed-out requests are counted for both backends
+(exit status 1 if any). Afterwards gwcore-trio is profiled under the HTTP/1.1 load:
+py-spy (sampling, no change to the process) for where the time goes, and cProfile (a
+second gwcore run by ``bench/gwcore_cprofile.py``, profiling switched on after a
+warm-up; slower, but exact call counts) for calls per request.
 
 Run: ``make bench`` (installs wrk/nginx/h2load with ``bench/setup.sh`` when missing)
-or ``.venv/bin/python bench/bench_proxy.py [--quick] [--duration S] [--connections N]
-[--no-h2]``.
+or ``.venv/bin/python bench/bench_proxy.py [--quick] [--duration S] [--rounds N]
+[--no-h2] [--backends trio,asyncio] [--no-minimal] [--profiler none]``. The defaults
+(3 rounds of 4 s) take about 2.5 minutes.
 """
 
 from __future__ import annotations
@@ -93,11 +98,13 @@ REQUEST_HEADERS: tuple[tuple[str, str], ...] = (
 BODY = "ok"
 PROXY_CPU = "1"
 CLIENT_CPU = "0"
-TARGETS = ("direct", "nginx", "gwcore")
+TRIO, ASYNCIO = "gwcore-trio", "gwcore-asyncio"
+BACKENDS = {TRIO: "trio", ASYNCIO: "asyncio"}  # gwcore target -> its --backend
+TARGETS = ("direct", "nginx", TRIO, ASYNCIO)
 H1, H2C = "HTTP/1.1", "h2c"  # the two protocols clients speak to each target
 H2_CLIENTS = 4  # h2load connections ...
 H2_STREAMS = 8  # ... x concurrent streams each: 32 requests in flight, as wrk's -c32
-MINIMAL = "trio+h11"  # --minimal: bench/minimal_proxy.py, the floor of a trio/h11 design
+MINIMAL = "trio+h11"  # bench/minimal_proxy.py, the floor of a trio/h11 design
 REFERENCE = (
     "Reference figures for this kind of machine (from the issue): nginx ~80k rps per "
     "core, Envoy ~20k, a minimal trio+h11 proxy ~4.7k."
@@ -674,18 +681,35 @@ def _median_result(results: list[Result]) -> Result:
     return sorted(results, key=lambda r: r.rps)[len(results) // 2]
 
 
+def _per_core(r: WrkResult | H2Result) -> float:
+    return r.rps / max(r.proxy_cpu, 1e-9)
+
+
+def _vs_nginx(r: WrkResult | H2Result, nginx: WrkResult | H2Result | None, direct: bool) -> str:
+    """Ratios to nginx: of rps, and (proxies only) of rps per proxy core."""
+    if nginx is None:
+        return "- | -"
+    per_core = "-" if direct else f"{_per_core(r) / _per_core(nginx):.3f}x"
+    return f"{r.rps / nginx.rps:.3f}x | {per_core}"
+
+
 def print_table(rounds: dict[str, list[WrkResult]]) -> None:
     med = {t: _median_result(rs) for t, rs in rounds.items() if rs}
     nginx = med.get("nginx")
-    print("| target | rps | p50 ms | p99 ms | rps per proxy core | vs nginx |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| target | rps | p50 ms | p99 ms | rps per proxy core | rps vs nginx | per core vs nginx |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for target in rounds:
         if target not in med:
             continue
         r = med[target]
-        per_core = "-" if target == "direct" else f"{r.rps / max(r.proxy_cpu, 1e-9):,.0f}"
-        vs = f"{r.rps / nginx.rps:.3f}x" if nginx else "-"
-        print(f"| {target} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {per_core} | {vs} |")
+        direct = target == "direct"
+        per_core = "-" if direct else f"{_per_core(r):,.0f}"
+        print(
+            f"| {target} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {per_core} "
+            f"| {_vs_nginx(r, nginx, direct)} |"
+        )
     print()
     print("Details (median round; CPU = core-seconds used per wall second, from /proc):")
     print()
@@ -715,7 +739,7 @@ def print_table(rounds: dict[str, list[WrkResult]]) -> None:
 
 def _notes(rounds: dict[str, list[WrkResult]]) -> None:
     med = {t: _median_result(rs) for t, rs in rounds.items() if rs}
-    nginx, gw = med.get("nginx"), med.get("gwcore")
+    nginx = med.get("nginx")
     if nginx and nginx.proxy_cpu < 0.9:
         core0 = nginx.client_cpu + nginx.upstream_cpu
         limit = (
@@ -728,20 +752,36 @@ def _notes(rounds: dict[str, list[WrkResult]]) -> None:
             f"nginx used {nginx.proxy_cpu:.2f} of its core, so its rps is capped by {limit}; "
             "compare per proxy core."
         )
-    if nginx and gw and nginx.proxy_cpu and gw.proxy_cpu:
-        ratio = (gw.rps / gw.proxy_cpu) / (nginx.rps / nginx.proxy_cpu)
-        print(
-            f"Per proxy core, gwcore does {ratio:.3f}x nginx's work "
-            f"({1e6 * gw.proxy_cpu / gw.rps:.0f} us of CPU per request vs "
-            f"{1e6 * nginx.proxy_cpu / nginx.rps:.1f} us)."
-        )
     minimal = med.get(MINIMAL)
-    if minimal and gw and minimal.proxy_cpu and gw.proxy_cpu:
-        gw_us, min_us = 1e6 * gw.proxy_cpu / gw.rps, 1e6 * minimal.proxy_cpu / minimal.rps
+    for target in BACKENDS:
+        gw = med.get(target)
+        if not (gw and gw.proxy_cpu):
+            continue
+        gw_us = 1e6 * gw.proxy_cpu / gw.rps
+        if nginx and nginx.proxy_cpu:
+            print(
+                f"Per proxy core, {target} does {_per_core(gw) / _per_core(nginx):.3f}x "
+                f"nginx's work ({gw_us:.0f} us of CPU per request vs "
+                f"{1e6 * nginx.proxy_cpu / nginx.rps:.1f} us)."
+            )
+        if minimal and minimal.proxy_cpu:
+            min_us = 1e6 * minimal.proxy_cpu / minimal.rps
+            print(
+                f"  vs the minimal trio+h11 proxy ({min_us:.0f} us per request): "
+                f"{gw_us / min_us:.2f}x, {gw_us - min_us:.0f} us more for the same socket I/O "
+                "and the same four h11 messages per request."
+            )
+    _backend_note(med, "")
+
+
+def _backend_note(med: dict[str, Any], over: str) -> None:
+    trio, aio = med.get(TRIO), med.get(ASYNCIO)
+    if trio and aio and trio.proxy_cpu and aio.proxy_cpu:
         print(
-            f"A minimal trio+h11 proxy spends {min_us:.0f} us of CPU per request here; "
-            f"gwcore {gw_us:.0f} us ({gw_us / min_us:.2f}x), {gw_us - min_us:.0f} us more "
-            "for the same socket I/O and the same four h11 messages per request."
+            f"asyncio vs trio{over}: {aio.rps / trio.rps:.3f}x the rps, "
+            f"{_per_core(aio) / _per_core(trio):.3f}x the rps per proxy core "
+            f"({1e6 * aio.proxy_cpu / aio.rps:.0f} vs {1e6 * trio.proxy_cpu / trio.rps:.0f} "
+            "us of CPU per request)."
         )
 
 
@@ -752,15 +792,21 @@ def _ms_text(value: float) -> str:
 def print_table_h2(rounds: dict[str, list[H2Result]], skipped: dict[str, str]) -> None:
     med = {t: _median_result(rs) for t, rs in rounds.items() if rs}
     nginx = med.get("nginx")
-    print("| target | protocol | rps | mean / p50 ms | rps per proxy core | vs nginx |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "| target | protocol | rps | mean / p50 ms | rps per proxy core | rps vs nginx "
+        "| per core vs nginx |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     for target, r in med.items():
-        per_core = "-" if target == "direct" else f"{r.rps / max(r.proxy_cpu, 1e-9):,.0f}"
-        vs = f"{r.rps / nginx.rps:.3f}x" if nginx else "-"
+        direct = target == "direct"
+        per_core = "-" if direct else f"{_per_core(r):,.0f}"
         latency = f"{_ms_text(r.mean_ms)} / {_ms_text(r.p50_ms)}"
-        print(f"| {target} | {r.protocol} | {r.rps:,.0f} | {latency} | {per_core} | {vs} |")
+        print(
+            f"| {target} | {r.protocol} | {r.rps:,.0f} | {latency} | {per_core} "
+            f"| {_vs_nginx(r, nginx, direct)} |"
+        )
     for target in skipped:
-        print(f"| {target} | {H2C} | skipped | - | - | - |")
+        print(f"| {target} | {H2C} | skipped | - | - | - | - |")
     print()
     for target, why in skipped.items():
         print(f"{target} over h2c skipped: {why}.")
@@ -791,26 +837,31 @@ def print_table_h2(rounds: dict[str, list[H2Result]], skipped: dict[str, str]) -
 
 def _notes_h2(rounds: dict[str, list[H2Result]], rounds_h1: dict[str, list[WrkResult]]) -> None:
     med = {t: _median_result(rs) for t, rs in rounds.items() if rs}
-    nginx, gw = med.get("nginx"), med.get("gwcore")
+    nginx = med.get("nginx")
     if nginx and nginx.proxy_cpu < 0.9:
         print(
             f"nginx used {nginx.proxy_cpu:.2f} of its core over h2c (not CPU-bound); "
             "compare per proxy core."
         )
-    if nginx and gw and nginx.proxy_cpu and gw.proxy_cpu:
-        ratio = (gw.rps / gw.proxy_cpu) / (nginx.rps / nginx.proxy_cpu)
-        print(
-            f"Per proxy core over h2c, gwcore does {ratio:.3f}x nginx's work "
-            f"({1e6 * gw.proxy_cpu / gw.rps:.0f} us of CPU per request vs "
-            f"{1e6 * nginx.proxy_cpu / nginx.rps:.1f} us)."
-        )
-    h1 = _median_result(rounds_h1["gwcore"]) if rounds_h1.get("gwcore") else None
-    if gw and h1 and gw.proxy_cpu and h1.proxy_cpu:
-        us_h2, us_h1 = 1e6 * gw.proxy_cpu / gw.rps, 1e6 * h1.proxy_cpu / h1.rps
-        print(
-            f"gwcore spends {us_h2:.0f} us of CPU per request over h2c and {us_h1:.0f} us over "
-            f"HTTP/1.1 ({us_h2 / us_h1:.2f}x; the upstream side is HTTP/1.1 in both)."
-        )
+    for target in BACKENDS:
+        gw = med.get(target)
+        if not (gw and gw.proxy_cpu):
+            continue
+        us_h2 = 1e6 * gw.proxy_cpu / gw.rps
+        if nginx and nginx.proxy_cpu:
+            print(
+                f"Per proxy core over h2c, {target} does "
+                f"{_per_core(gw) / _per_core(nginx):.3f}x nginx's work ({us_h2:.0f} us of CPU "
+                f"per request vs {1e6 * nginx.proxy_cpu / nginx.rps:.1f} us)."
+            )
+        h1 = _median_result(rounds_h1[target]) if rounds_h1.get(target) else None
+        if h1 and h1.proxy_cpu:
+            us_h1 = 1e6 * h1.proxy_cpu / h1.rps
+            print(
+                f"  {target} spends {us_h2:.0f} us of CPU per request over h2c and {us_h1:.0f} "
+                f"us over HTTP/1.1 ({us_h2 / us_h1:.2f}x; the upstream side is HTTP/1.1 in both)."
+            )
+    _backend_note(med, " over h2c")
 
 
 # ------------------------------------------------------------------ profile
@@ -1045,10 +1096,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick", action="store_true", help="1 round of 3 s per target and protocol, short profile"
     )
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per round (default 10)")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per round (default 4)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per target (default 3)")
     p.add_argument(
-        "--warmup", type=float, default=2.0, help="warm-up seconds per target (default 2)"
+        "--warmup", type=float, default=1.0, help="warm-up seconds per target (default 1)"
     )
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: one core)")
@@ -1074,10 +1125,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "'' leaves it unpinned)",
     )
     p.add_argument(
+        "--backends",
+        default="trio,asyncio",
+        help="gwcore backends to load, comma-separated (default trio,asyncio)",
+    )
+    p.add_argument(
         "--minimal",
-        action="store_true",
-        help=f"add a fourth target, {MINIMAL}: bench/minimal_proxy.py (no routing, no "
-        "rewriting, no log), the floor of a trio/h11 proxy on this machine",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"the {MINIMAL} target: bench/minimal_proxy.py (no routing, no rewriting, no "
+        "log), the floor of a trio/h11 proxy on this machine (default on)",
     )
     p.add_argument(
         "--access-log",
@@ -1091,11 +1148,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="how to profile gwcore under load afterwards (default both)",
     )
     p.add_argument(
-        "--profile-seconds", type=float, default=10.0, help="seconds of each profile (default 10)"
+        "--profile-seconds", type=float, default=4.0, help="seconds of each profile (default 4)"
     )
     p.add_argument("--top", type=int, default=15, help="rows in each profile table (default 15)")
     p.add_argument("--keep", action="store_true", help="keep the temp directory (configs, logs)")
     args = p.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(backends) - set(BACKENDS.values())
+    if unknown or not backends:
+        p.error(f"--backends: choose from {', '.join(BACKENDS.values())}")
+    args.gwcore = tuple(t for t, b in BACKENDS.items() if b in backends)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
         args.profile_seconds = min(args.profile_seconds, 3.0)
@@ -1125,7 +1187,7 @@ class Run:
     def start_gwcore(self, name: str, config: Path, port: int) -> Service:
         log = self.tmp / f"{name}.stderr.log"
         argv = ["taskset", "-c", PROXY_CPU, *_gwcore_argv(), "serve", str(config)]
-        argv += ["--listen", f"{HOST}:{port}"]
+        argv += ["--listen", f"{HOST}:{port}", "--backend", BACKENDS[name]]
         with open(self.args.access_log, "ab") as access:
             proc = self.procs.start(argv, stdout=access, log=log)
         wait_listening(port, proc, name, log)
@@ -1166,7 +1228,10 @@ def _distinct_ports(n: int) -> list[int]:
 
 def _main(run: Run, load_before: tuple[float, float, float]) -> int:
     args, tmp = run.args, run.tmp
-    up_port, nginx_port, gw_port, up_h2c_port, nginx_h2c_port = _distinct_ports(5)
+    up_port, nginx_port, up_h2c_port, nginx_h2c_port, *gw_ports = _distinct_ports(
+        4 + len(args.gwcore)
+    )
+    gw_port = dict(zip(args.gwcore, gw_ports, strict=True))
 
     # h2c: gwcore's listener takes it; nginx only if built with its HTTP/2 module.
     h2c_ports: dict[str, int] = {}
@@ -1178,7 +1243,7 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
         else:
             h2c_skipped["direct"] = f"the upstream is nginx, which cannot serve h2c ({nginx_h2c})"
             h2c_skipped["nginx"] = nginx_h2c
-        h2c_ports["gwcore"] = gw_port
+        h2c_ports.update(gw_port)
         if args.minimal:
             h2c_skipped[MINIMAL] = "bench/minimal_proxy.py speaks HTTP/1.1 only"
     with_h2c = not args.no_h2 and nginx_h2c is None
@@ -1197,18 +1262,16 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
         nginx_port,
         PROXY_CPU,
     )
-    config = tmp / "gwcore.yaml"
-    config.write_text(yaml.safe_dump(gwcore_config(up_port, gw_port), sort_keys=False))
+    config = tmp / "gwcore.yaml"  # one config; each backend listens on its own --listen
+    config.write_text(yaml.safe_dump(gwcore_config(up_port, gw_ports[0]), sort_keys=False))
     check_route(_gwcore_argv(), config)
-    run.start_gwcore("gwcore", config, gw_port)
+    for target, port in gw_port.items():
+        run.start_gwcore(target, config, port)
 
-    ports = {"direct": up_port, "nginx": nginx_port, "gwcore": gw_port}
-    pgids = {
-        "direct": None,
-        "nginx": run.services["nginx"].pid,
-        "gwcore": run.services["gwcore"].pid,
-    }
-    targets: tuple[str, ...] = TARGETS
+    ports: dict[str, int] = {"direct": up_port, "nginx": nginx_port, **gw_port}
+    pgids: dict[str, int | None] = {"direct": None, "nginx": run.services["nginx"].pid}
+    pgids.update({target: run.services[target].pid for target in gw_port})
+    targets: tuple[str, ...] = ("direct", "nginx", *args.gwcore)
     if args.minimal:
         ports[MINIMAL] = free_port()
         script = ROOT / "bench" / "minimal_proxy.py"
@@ -1217,7 +1280,7 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
         proc = run.procs.start([*argv, str(ports[MINIMAL]), str(up_port)], log=log)
         wait_listening(ports[MINIMAL], proc, MINIMAL, log)
         pgids[MINIMAL] = proc.pid
-        targets = (*TARGETS, MINIMAL)
+        targets = (*targets, MINIMAL)
     for target in targets:
         check_request(ports[target], target)
     for target, port in h2c_ports.items():
@@ -1230,7 +1293,8 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
                 cpu = line.split(":", 1)[1].strip()
                 break
     protocols = "HTTP/1.1 keep-alive" + ("" if args.no_h2 else ", h2c prior knowledge")
-    print(f"# Proxy benchmark: direct vs nginx vs gwcore ({protocols})")
+    names = " vs ".join(t for t in targets if t != "direct")
+    print(f"# Proxy benchmark: direct vs {names} ({protocols})")
     print()
     tools = [_version(["nginx", "-v"]), _version(["wrk", "--version"])]
     if not args.no_h2:
@@ -1307,7 +1371,7 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
                 rounds[target].append(r)
                 latency = f"p50 {r.p50_ms:.2f} ms"
             print(
-                f"  round {i + 1} {target:>8} {protocol:>8}: {r.rps:>9,.0f} rps  {latency}  "
+                f"  round {i + 1} {target:>14} {protocol:>8}: {r.rps:>9,.0f} rps  {latency}  "
                 f"p99 {_ms_text(r.p99_ms)} ms  proxy CPU {r.proxy_cpu:.2f}  errors {r.errors}",
                 file=sys.stderr,
                 flush=True,
@@ -1319,17 +1383,20 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
     print()
     _notes(rounds)
     print(REFERENCE)
-    gw = rounds["gwcore"]
-    non2xx = sum(r.non_2xx for r in gw)
-    sock = sum(sum(r.socket_errors.values()) for r in gw)
-    ok = non2xx == 0 and sock == 0
-    print(
-        f"gwcore errors over {len(gw)} round(s), {sum(r.requests for r in gw):,} requests: "
-        f"non-2xx {non2xx}, socket errors {sock} -> {'OK' if ok else 'ERRORS'}"
-    )
-    if gw and gw[0].raw and non2xx + sock:
-        print("first gwcore wrk output with errors:")
-        print(next(r.raw for r in gw if r.errors))
+    ok = True
+    for target in args.gwcore:
+        gw = rounds[target]
+        non2xx = sum(r.non_2xx for r in gw)
+        sock = sum(sum(r.socket_errors.values()) for r in gw)
+        ok = ok and non2xx == 0 and sock == 0
+        print(
+            f"{target} errors over {len(gw)} round(s), {sum(r.requests for r in gw):,} "
+            f"requests: non-2xx {non2xx}, socket errors {sock} -> "
+            + ("OK" if non2xx + sock == 0 else "ERRORS")
+        )
+        if non2xx + sock:
+            print(f"first {target} wrk output with errors:")
+            print(next(r.raw for r in gw if r.errors))
 
     if not args.no_h2:
         print()
@@ -1341,40 +1408,46 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
         print_table_h2(rounds_h2c, h2c_skipped)
         print()
         _notes_h2(rounds_h2c, rounds)
-        gw2 = rounds_h2c["gwcore"]
-        total = {
-            "succeeded": sum(r.succeeded for r in gw2),
-            "failed": sum(r.failed for r in gw2),
-            "errored": sum(r.errored for r in gw2),
-            "timeout": sum(r.timeout for r in gw2),
-            "non-2xx": sum(r.non_2xx for r in gw2),
-        }
-        ok_h2c = sum(r.errors for r in gw2) == 0
-        ok = ok and ok_h2c
-        print(
-            f"gwcore over h2c, {len(gw2)} round(s), {sum(r.requests for r in gw2):,} requests "
-            f"done: "
-            + ", ".join(f"{k} {v:,}" for k, v in total.items())
-            + f" -> {'OK' if ok_h2c else 'ERRORS'}"
-        )
-        if not ok_h2c:
-            print("first gwcore h2load output with errors:")
-            print(next(r.raw for r in gw2 if r.errors))
+        for target in args.gwcore:
+            gw2 = rounds_h2c[target]
+            total = {
+                "succeeded": sum(r.succeeded for r in gw2),
+                "failed": sum(r.failed for r in gw2),
+                "errored": sum(r.errored for r in gw2),
+                "timeout": sum(r.timeout for r in gw2),
+                "non-2xx": sum(r.non_2xx for r in gw2),
+            }
+            ok_h2c = sum(r.errors for r in gw2) == 0
+            ok = ok and ok_h2c
+            print(
+                f"{target} over h2c, {len(gw2)} round(s), "
+                f"{sum(r.requests for r in gw2):,} requests done: "
+                + ", ".join(f"{k} {v:,}" for k, v in total.items())
+                + f" -> {'OK' if ok_h2c else 'ERRORS'}"
+            )
+            if not ok_h2c:
+                print(f"first {target} h2load output with errors:")
+                print(next(r.raw for r in gw2 if r.errors))
 
-    errors_log = _tail(run.services["gwcore"].log, 5)
-    if errors_log.strip():
-        print(f"gwcore stderr (last lines):\n{errors_log}")
+    for target in args.gwcore:
+        errors_log = _tail(run.services[target].log, 5)
+        if errors_log.strip():
+            print(f"{target} stderr (last lines):\n{errors_log}")
 
     if args.profiler != "none":
+        profiled = args.gwcore[0]  # gwcore-trio unless only asyncio was loaded
         print()
         print(
-            f"## Profile: gwcore under the {H1} load (wrk -c{args.connections}, "
+            f"## Profile: {profiled} under the {H1} load (wrk -c{args.connections}, "
             f"{args.profile_seconds:g} s)"
         )
         if args.profiler in ("both", "py-spy") and _pyspy() is not None:
-            profile_pyspy(run, ports["gwcore"], upstream.pid)
+            profile_pyspy(run, profiled, ports[profiled])
         if args.profiler in ("both", "cprofile"):
-            profile_cprofile(run, config)
+            if profiled == TRIO:  # bench/gwcore_cprofile.py runs the trio adapter
+                profile_cprofile(run, config)
+            else:
+                print("cProfile skipped: bench/gwcore_cprofile.py runs the trio adapter only")
 
     load_after = os.getloadavg()
     print()
@@ -1383,13 +1456,13 @@ def _main(run: Run, load_before: tuple[float, float, float]) -> int:
     return 0 if ok else 1
 
 
-def profile_pyspy(run: Run, port: int, upstream_pgid: int) -> None:
+def profile_pyspy(run: Run, target: str, port: int) -> None:
     args = run.args
     pyspy = _pyspy()
     assert pyspy is not None
     raw = run.tmp / "pyspy.txt"
     seconds = args.profile_seconds
-    gw = run.services["gwcore"]
+    gw = run.services[target]
     load = subprocess.Popen(
         wrk_argv(port, seconds + 2, args.connections, args.threads),
         stdout=subprocess.PIPE,

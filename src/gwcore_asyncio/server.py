@@ -9,14 +9,20 @@ Ordering. Events are fed one at a time from a FIFO (:meth:`Server.feed`): the
 actions of one event are all carried out before the next event is handed in, and an
 event raised *while* carrying them out (``WritesBlocked``, from ``pause_writing``
 inside ``transport.write``) waits its turn instead of re-entering the engine.
-``SendBytes`` is ``transport.write``, so bytes reach a socket in exactly the order the
-engine emitted them.
+``SendBytes`` appends to the connection's pending bytes, which go to ``transport.write``
+in one piece once the events queued so far are handled (or before a graceful close), so
+bytes reach a socket in exactly the order the engine emitted them, a batch costs one
+write, and an abort drops what the batch had not written yet - as the trio adapter does.
 
 Per connection (client or upstream, one id namespace): a :class:`_Protocol` whose
 callbacks become events (``data_received`` -> ``BytesReceived``; ``eof_received`` ->
 ``EofReceived``; ``connection_lost`` -> ``ConnectionLost`` unless the engine closed it;
 ``pause_writing`` / ``resume_writing`` -> ``WritesBlocked`` / ``WritesDrained``, with
 the transport's write buffer limits at ``HIGH_WATER`` / ``LOW_WATER``).
+
+``FetchJwks`` runs in a task of its own: connect (TLS for ``https``), write the request
+and read the response within the action's timeout; :class:`gwcore.protocol.fetch.HttpGet`
+does everything but the I/O. The answer is fed like any other event.
 
 All ``handle`` calls happen in the one event loop thread: no locks. uvloop is used when
 installed (``pip install gwcore[speed]``), see ``run.py``.
@@ -28,11 +34,13 @@ import asyncio
 import contextlib
 import random
 import socket
+import ssl
 import struct
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO, assert_never, cast
 
 from gwcore.config.model import GatewayConfig
@@ -41,6 +49,7 @@ from gwcore.gateway.actions import (
     Action,
     CancelTimer,
     CloseConnection,
+    FetchJwks,
     Log,
     OpenUpstream,
     PauseReading,
@@ -56,14 +65,18 @@ from gwcore.gateway.events import (
     DrainStarted,
     EofReceived,
     Event,
+    JwksFetched,
+    JwksFetchFailed,
     TimerFired,
     UpstreamConnected,
     UpstreamConnectFailed,
     WritesBlocked,
     WritesDrained,
 )
+from gwcore.protocol.fetch import FetchOutcome, FetchResponse, HttpGet, failure, timed_out
 from gwcore_serving import Bound, LogWriter
 
+READ_SIZE = 64 * 1024
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 LINGER = 2.0
@@ -84,10 +97,12 @@ class _Connection:
     paused: bool = False
     eof: bool = False
     closing: bool = False
+    pending: list[bytes] = field(default_factory=list)  # SendBytes not yet written
 
     @property
     def queued(self) -> int:
-        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return buffered + sum(map(len, self.pending))
 
 
 class _Protocol(asyncio.Protocol):
@@ -144,6 +159,7 @@ class Server:
         access_log: TextIO | None = None,
         event_log: TextIO | None = None,
         entropy: random.Random | None = None,
+        fetch_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.gateway = Gateway(config, entropy=entropy or random.Random())
@@ -153,10 +169,13 @@ class Server:
         self._connections: dict[int, _Connection] = {}
         self._events: deque[Event] = deque()
         self._feeding = False
+        self._unwritten: list[_Connection] = []  # connections with pending bytes
         self._timers: dict[TimerRef, asyncio.TimerHandle] = {}
         self._sockets: list[tuple[str, socket.socket]] = []
         self._servers: list[asyncio.Server] = []
         self._accepting = True
+        self._fetch_ssl = fetch_ssl_context  # ssl.create_default_context() when first needed
+        self._fetches: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ running
 
@@ -195,6 +214,8 @@ class Server:
             for handle in self._timers.values():
                 handle.cancel()
             self._timers.clear()
+            for task in self._fetches:
+                task.cancel()
 
     def stop_accepting(self) -> None:
         """Close the listening sockets; connections already accepted carry on."""
@@ -217,13 +238,15 @@ class Server:
                     await asyncio.sleep(0.05)
 
     def statistics(self) -> dict[str, int]:
-        """Open connections (client, upstream), timers running, exchanges in flight."""
+        """Open connections (client, upstream), timers running, exchanges and fetches in
+        flight."""
         upstream = sum(1 for c in self._connections.values() if c.upstream)
         return {
             "client_connections": len(self._connections) - upstream,
             "upstream_connections": upstream,
             "timers": len(self._timers),
             "active_exchanges": self.gateway.active_exchanges,
+            "fetches": len(self._fetches),
         }
 
     def _addresses(self) -> list[tuple[str, str, int]]:
@@ -287,10 +310,13 @@ class Server:
         self._feeding = True
         loop = asyncio.get_running_loop()
         try:
-            while self._events:
+            while self._events or self._unwritten:
+                if not self._events:
+                    self._write_pending()  # may queue WritesBlocked: the loop goes on
+                    continue
                 event = self._events.popleft()
                 try:
-                    actions = self.gateway.handle(event, loop.time())
+                    actions = self.gateway.handle(event, loop.time(), wall=time.time())
                 except Exception as exc:  # an engine bug: keep the other connections alive
                     self._engine_failed(event, exc)
                     continue
@@ -312,7 +338,9 @@ class Server:
             case SendBytes(conn, data):
                 c = self._connections.get(conn)
                 if c is not None and not c.closing and c.transport is not None:
-                    c.transport.write(data)  # may call pause_writing: WritesBlocked
+                    if not c.pending:
+                        self._unwritten.append(c)
+                    c.pending.append(data)
             case CloseConnection(conn, abort):
                 if (c := self._connections.get(conn)) is not None:
                     if abort or c.transport is None:
@@ -345,10 +373,34 @@ class Server:
             case CancelTimer(ref):
                 if (handle := self._timers.pop(ref, None)) is not None:
                     handle.cancel()
+            case FetchJwks(ref, url, timeout, max_bytes):
+                task = asyncio.get_running_loop().create_task(
+                    self._fetch(ref, url, timeout, max_bytes)
+                )
+                self._fetches.add(task)
+                task.add_done_callback(self._fetches.discard)
             case Log(kind, record):
                 self._logs.write(kind, record)
             case _:
                 assert_never(action)
+
+    def _write_pending(self) -> None:
+        """Write each connection's pending bytes in one piece (``transport.write`` may
+        call ``pause_writing``, which queues ``WritesBlocked``)."""
+        unwritten, self._unwritten = self._unwritten, []
+        for c in unwritten:
+            self._write(c)
+
+    def _write(self, c: _Connection) -> None:
+        transport = c.transport
+        if (
+            c.pending
+            and transport is not None
+            and not transport.is_closing()  # it failed; connection_lost is on its way
+            and self._connections.get(c.conn) is c
+        ):
+            transport.write(c.pending[0] if len(c.pending) == 1 else b"".join(c.pending))
+        c.pending.clear()
 
     # ------------------------------------------------------------ connections
 
@@ -371,6 +423,7 @@ class Server:
         assert c.transport is not None
         if c.closing:
             return
+        self._write(c)  # what the engine sent before closing goes first
         c.closing = True
         transport = c.transport
         if c.eof or not transport.can_write_eof():
@@ -394,8 +447,10 @@ class Server:
                 self.feed(ConnectionLost(c.conn, reason))
 
     def _abort(self, c: _Connection) -> None:
-        """Close at once; a connected socket is reset (SO_LINGER 0) rather than shut."""
+        """Close at once, dropping the bytes not written yet; a connected socket is reset
+        (SO_LINGER 0) rather than shut."""
         self._connections.pop(c.conn, None)
+        c.pending.clear()
         if c.connecting is not None:
             c.connecting.cancel()
         if c.transport is not None:
@@ -412,6 +467,40 @@ class Server:
         del self._timers[ref]
         self.feed(TimerFired(ref))
 
+    # ----------------------------------------------------------------- fetches
+
+    async def _fetch(self, ref: str, url: str, timeout: float, max_bytes: int) -> None:
+        """GET ``url`` within ``timeout``, then feed the answer (unless cancelled)."""
+        outcome: FetchOutcome = timed_out(timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(timeout, 0.0)):
+                try:
+                    outcome = await self._get(HttpGet(url, max_bytes))
+                except Exception as exc:  # a bad URL, connect, TLS or read error: any
+                    outcome = failure(exc)  # failure is an answer, none stops the server
+        if isinstance(outcome, FetchResponse):
+            self.feed(JwksFetched(ref, outcome.status, outcome.body))
+        else:
+            self.feed(JwksFetchFailed(ref, outcome.reason))
+
+    async def _get(self, get: HttpGet) -> FetchOutcome:
+        """Connect (TLS with SNI for ``https``), send the request, read to the outcome."""
+        context = None
+        if get.tls:
+            if self._fetch_ssl is None:
+                self._fetch_ssl = ssl.create_default_context()
+            context = self._fetch_ssl
+        reader, writer = await asyncio.open_connection(
+            get.host, get.port, ssl=context, server_hostname=get.host if get.tls else None
+        )
+        try:
+            writer.write(get.request)
+            while (outcome := get.receive(await reader.read(READ_SIZE))) is None:
+                pass
+            return outcome
+        finally:
+            writer.transport.abort()
+
     # -------------------------------------------------------------------- logs
 
     def _log_event(self, record: dict[str, Any]) -> None:
@@ -425,6 +514,7 @@ async def serve(
     reuse_port: bool = False,
     access_log: TextIO | None = None,
     event_log: TextIO | None = None,
+    fetch_ssl_context: ssl.SSLContext | None = None,
     started: Callable[[list[Bound]], object] | None = None,
 ) -> None:
     """Serve ``config`` until cancelled (``listen`` overrides the only/first listener).
@@ -437,5 +527,6 @@ async def serve(
         reuse_port=reuse_port,
         access_log=access_log,
         event_log=event_log,
+        fetch_ssl_context=fetch_ssl_context,
     )
     await server.run(started=started)

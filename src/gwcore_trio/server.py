@@ -17,6 +17,10 @@ Per connection (client or upstream, one id namespace): a reader task
 the outgoing buffer with ``send_all``. Passing ``HIGH_WATER`` queued bytes feeds
 ``WritesBlocked``, falling below ``LOW_WATER`` feeds ``WritesDrained``.
 
+``FetchJwks`` runs in a task of its own: connect (TLS for ``https``), write the request
+and read the response within the action's timeout; :class:`gwcore.protocol.fetch.HttpGet`
+does everything but the I/O. The answer is fed like any other event.
+
 All ``handle`` calls happen in the one trio thread: no locks.
 """
 
@@ -27,7 +31,9 @@ import errno
 import heapq
 import random
 import socket as stdlib_socket
+import ssl
 import struct
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ from gwcore.gateway.actions import (
     Action,
     CancelTimer,
     CloseConnection,
+    FetchJwks,
     Log,
     OpenUpstream,
     PauseReading,
@@ -56,12 +63,15 @@ from gwcore.gateway.events import (
     DrainStarted,
     EofReceived,
     Event,
+    JwksFetched,
+    JwksFetchFailed,
     TimerFired,
     UpstreamConnected,
     UpstreamConnectFailed,
     WritesBlocked,
     WritesDrained,
 )
+from gwcore.protocol.fetch import FetchOutcome, FetchResponse, HttpGet, failure, timed_out
 from gwcore_serving import Bound, LogWriter
 
 READ_SIZE = 64 * 1024
@@ -108,6 +118,7 @@ class Server:
         access_log: TextIO | None = None,
         event_log: TextIO | None = None,
         entropy: random.Random | None = None,
+        fetch_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.gateway = Gateway(config, entropy=entropy or random.Random())
@@ -124,6 +135,8 @@ class Server:
         self._accepting = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._sockets: list[tuple[str, trio.socket.SocketType]] = []
+        self._fetch_ssl = fetch_ssl_context  # ssl.create_default_context() when first needed
+        self._fetches = 0
 
     # ------------------------------------------------------------------ running
 
@@ -173,13 +186,15 @@ class Server:
                 await trio.sleep(0.05)
 
     def statistics(self) -> dict[str, int]:
-        """Open connections (client, upstream), timers running, exchanges in flight."""
+        """Open connections (client, upstream), timers running, exchanges and fetches in
+        flight."""
         upstream = sum(1 for c in self._connections.values() if c.upstream)
         return {
             "client_connections": len(self._connections) - upstream,
             "upstream_connections": upstream,
             "timers": len(self._timer_seq),
             "active_exchanges": self.gateway.active_exchanges,
+            "fetches": self._fetches,
         }
 
     def _addresses(self) -> list[tuple[str, str, int]]:
@@ -239,7 +254,7 @@ class Server:
             while self._events:
                 event = self._events.popleft()
                 try:
-                    actions = self.gateway.handle(event, trio.current_time())
+                    actions = self.gateway.handle(event, trio.current_time(), wall=time.time())
                 except Exception as exc:  # an engine bug: keep the other connections alive
                     self._engine_failed(event, exc)
                     continue
@@ -295,6 +310,8 @@ class Server:
             case CancelTimer(ref):
                 self._timer_seq.pop(ref, None)
                 self._compact_timers()
+            case FetchJwks(ref, url, timeout, max_bytes):
+                self._tasks.start_soon(self._fetch, ref, url, timeout, max_bytes)
             case Log(kind, record):
                 self._logs.write(kind, record)
             case _:
@@ -439,6 +456,42 @@ class Server:
             del self._timer_seq[ref]
             self.feed(TimerFired(ref))
 
+    # ----------------------------------------------------------------- fetches
+
+    async def _fetch(self, ref: str, url: str, timeout: float, max_bytes: int) -> None:
+        """GET ``url`` within ``timeout``, then feed the answer (unless cancelled)."""
+        self._fetches += 1
+        outcome: FetchOutcome = timed_out(timeout)
+        try:
+            with trio.move_on_after(max(timeout, 0.0)):
+                try:
+                    outcome = await self._get(HttpGet(url, max_bytes))
+                except Exception as exc:  # a bad URL, connect, TLS or read error: any
+                    outcome = failure(exc)  # failure is an answer, none stops the server
+        finally:
+            self._fetches -= 1
+        if isinstance(outcome, FetchResponse):
+            self.feed(JwksFetched(ref, outcome.status, outcome.body))
+        else:
+            self.feed(JwksFetchFailed(ref, outcome.reason))
+
+    async def _get(self, get: HttpGet) -> FetchOutcome:
+        """Connect (TLS with SNI for ``https``), send the request, read to the outcome."""
+        stream: trio.abc.Stream = await trio.open_tcp_stream(get.host, get.port)
+        try:
+            if get.tls:
+                if self._fetch_ssl is None:
+                    self._fetch_ssl = ssl.create_default_context()
+                stream = trio.SSLStream(
+                    stream, self._fetch_ssl, server_hostname=get.host, https_compatible=True
+                )
+            await stream.send_all(get.request)
+            while (outcome := get.receive(await stream.receive_some(READ_SIZE))) is None:
+                pass
+            return outcome
+        finally:
+            await trio.aclose_forcefully(stream)
+
     # -------------------------------------------------------------------- logs
 
     def _log_event(self, record: dict[str, Any]) -> None:
@@ -452,6 +505,7 @@ async def serve(
     reuse_port: bool = False,
     access_log: TextIO | None = None,
     event_log: TextIO | None = None,
+    fetch_ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[list[Bound]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``config`` until cancelled (``listen`` overrides the only/first listener).
@@ -464,5 +518,6 @@ async def serve(
         reuse_port=reuse_port,
         access_log=access_log,
         event_log=event_log,
+        fetch_ssl_context=fetch_ssl_context,
     )
     await server.run(task_status=task_status)

@@ -8,29 +8,42 @@ Conformance: every e2e test runs once per backend (``trio``, ``asyncio``): the
 session-wide ``backend`` fixture is parametrized and autouse, and sets
 ``GWCORE_BACKEND`` so every ``gwcore serve`` started here or by a test picks that
 adapter. ``GWCORE_E2E_BACKENDS=trio`` (comma-separated) narrows the run. Tests of one
-adapter's internals (``test_trio_adapter.py``) run for their own backend only.
+adapter's internals (``test_trio_adapter.py``, ``test_asyncio_adapter.py``) run for
+their own backend only, and tests that start no gateway of ours
+(``test_selectors_example.py``) run once, under the first backend.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from upstream_server import EchoUpstream
 
 GWCORE = Path(sys.executable).parent / "gwcore"
 BACKENDS = tuple(os.environ.get("GWCORE_E2E_BACKENDS", "trio,asyncio").split(","))
-ADAPTER_TESTS = {"test_trio_adapter": "trio"}  # module -> the only backend it tests
+# module -> the only backend it runs under: the adapter's own tests, and those that do
+# not depend on the backend at all (they run once, under the first one).
+ADAPTER_TESTS = {
+    "test_trio_adapter": "trio",
+    "test_asyncio_adapter": "asyncio",
+    "test_selectors_example": BACKENDS[0],
+}
 
 CONFIG = """\
 listeners:
@@ -208,3 +221,117 @@ def gateway(
     yield process
     stop_gateway(process)
     assert "Traceback" not in process.events(), process.events()
+
+
+# ----------------------------------------------------------- a server to fetch from
+
+
+JWKS_BODY = b'{"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0"}]}'
+BIG = 2 * 1024 * 1024
+
+
+class _FetchHandler(http.server.BaseHTTPRequestHandler):
+    """``/jwks`` (Content-Length), ``/chunked``, ``/missing`` (404), ``/big`` (2 MiB,
+    chunked), ``/cut`` (promises 100 bytes, sends 10, closes)."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 10
+    server: _FetchHTTPServer
+
+    def do_GET(self) -> None:
+        self.server.owner.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        if self.path == "/jwks":
+            self._send(200, JWKS_BODY, {"Content-Length": str(len(JWKS_BODY))})
+        elif self.path == "/missing":
+            self._send(404, b"no such keys\n", {"Content-Length": "13"})
+        elif self.path == "/cut":
+            self._send(200, JWKS_BODY[:10], {"Content-Length": "100"})
+        elif self.path in ("/chunked", "/big"):
+            self._send(200, b"", {"Transfer-Encoding": "chunked"})
+            body = JWKS_BODY if self.path == "/chunked" else b"k" * BIG
+            with contextlib.suppress(OSError):  # the client gives up on /big
+                for start in range(0, len(body), 16 * 1024):
+                    piece = body[start : start + 16 * 1024]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _FetchHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    owner: FetchServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that refuses our certificate, or stops reading /big
+
+
+@dataclass
+class FetchServer:
+    """What ``FetchJwks`` is tested against, all on 127.0.0.1: a threaded ``http.server``
+    over plain TCP and over TLS (a certificate for ``localhost`` and ``127.0.0.1`` from
+    a trustme CA; the SNI names it was asked for are kept), and a port that accepts
+    connections (the kernel's backlog) but never answers."""
+
+    ca: trustme.CA = field(default_factory=trustme.CA)
+    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    sni: list[str | None] = field(default_factory=list)
+    _servers: list[_FetchHTTPServer] = field(default_factory=list)
+    _silent: socket.socket | None = None
+
+    def start(self) -> FetchServer:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+        context.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)
+        for tls in (False, True):
+            server = _FetchHTTPServer(("127.0.0.1", 0), _FetchHandler)
+            server.owner = self
+            if tls:
+                server.socket = context.wrap_socket(
+                    server.socket, server_side=True, do_handshake_on_connect=False
+                )
+            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+            self._servers.append(server)
+        self._silent = socket.socket()
+        self._silent.bind(("127.0.0.1", 0))
+        self._silent.listen(128)  # never accepted: connections stay queued
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        if self._silent is not None:
+            self._silent.close()
+
+    def url(self, path: str, *, tls: bool = False, host: str = "127.0.0.1") -> str:
+        port = self._servers[tls].server_address[1]
+        return f"{'https' if tls else 'http'}://{host}:{port}{path}"
+
+    @property
+    def silent_url(self) -> str:
+        assert self._silent is not None
+        return f"http://127.0.0.1:{self._silent.getsockname()[1]}/jwks"
+
+    def client_context(self) -> ssl.SSLContext:
+        """A default client context that also trusts the test CA."""
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+
+@pytest.fixture(scope="session")
+def fetch_server() -> Iterator[FetchServer]:
+    server = FetchServer().start()
+    yield server
+    server.stop()
