@@ -27,16 +27,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from gwcore.config import model as m
+from gwcore.config.templates import parse_template
 
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+__all__ = [
+    "TemplateContext",
+    "apply_transform",
+    "claim_text",
+    "header_value",
+    "parse_template",
+    "render",
+    "sanitize_value",
+]
+
 # C0 controls but tab, and DEL: removed from every rendered value.
 _CONTROLS = dict.fromkeys([*range(0x09), *range(0x0A, 0x20), 0x7F])
-_SIMPLE: dict[str, m.TemplateVariable] = {
-    "CLIENT_IP": "client_ip",
-    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": "client_ip",
-    "REQUEST_ID": "request_id",
-    "ROUTE_NAME": "route",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,96 +56,6 @@ class TemplateContext:
     route: str = ""
     claims: Mapping[str, Any] | None = None
     headers: Sequence[tuple[str, str]] = ()
-
-
-# --------------------------------------------------------------------------- parse
-
-
-def _is_token(text: str) -> bool:
-    return bool(text) and all(ch in _TCHAR for ch in text)
-
-
-def _variable(name: str, argument: str | None, at: int) -> m.TemplatePart:
-    if name in _SIMPLE:
-        if argument is not None:
-            raise ValueError(f"%{name}% takes no argument (at position {at})")
-        return m.TemplatePart(_SIMPLE[name])
-    if name in ("CLAIM", "REQ"):
-        if not argument:
-            raise ValueError(f"%{name}% needs an argument: %{name}(...)% (at position {at})")
-        if name == "REQ":
-            header = argument.lower()
-            if not _is_token(header):
-                raise ValueError(
-                    f"%REQ({argument})%: {argument!r} is not a header name (at position {at})"
-                )
-            return m.TemplatePart("header", name=header)
-        path = tuple(argument.split("."))
-        if not all(path):
-            raise ValueError(f"%CLAIM({argument})%: empty segment in claim path (at position {at})")
-        return m.TemplatePart("claim", path=path)
-    raise ValueError(f"unknown variable %{name}% (at position {at})")
-
-
-def parse_template(text: str) -> tuple[m.TemplatePart, ...]:
-    """Parse a header value template (see the module docstring) into parts.
-
-    Adjacent literal text becomes one ``literal`` part; text without variables is one
-    literal part, and ``""`` gives no parts. ``%REQ(name)%`` lower-cases ``name``.
-    Raises :class:`ValueError` with the reason and position: ``unknown variable
-    %FOO%``, ``unterminated %...``, a missing or unexpected argument, a ``REQ`` name
-    that is not a header token, an empty ``CLAIM`` path segment, or a control character
-    in the literal text.
-    """
-    parts: list[m.TemplatePart] = []
-    literal: list[str] = []
-
-    def flush() -> None:
-        if literal:
-            parts.append(m.TemplatePart("literal", text="".join(literal)))
-            literal.clear()
-
-    index = 0
-    size = len(text)
-    while index < size:
-        ch = text[index]
-        if ch != "%":
-            if ord(ch) in _CONTROLS:
-                raise ValueError(f"control character {ch!r} in header value at position {index}")
-            literal.append(ch)
-            index += 1
-            continue
-        if text.startswith("%%", index):
-            literal.append("%")
-            index += 2
-            continue
-        start = index
-        index += 1
-        name_end = index
-        while name_end < size and (text[name_end].isalnum() or text[name_end] == "_"):
-            name_end += 1
-        name = text[index:name_end]
-        argument: str | None = None
-        index = name_end
-        if index < size and text[index] == "(":
-            close = text.find(")", index)
-            if close < 0:
-                raise ValueError(f"unterminated %{name}(... at position {start}")
-            argument = text[index + 1 : close]
-            index = close + 1
-        if index >= size or text[index] != "%":
-            shown = text[start : min(index + 1, size)]
-            raise ValueError(
-                f"unterminated %... at position {start}: {shown!r} "
-                "(a variable is %NAME% or %NAME(arg)%; write %% for a literal %)"
-            )
-        if not name:
-            raise ValueError(f"empty variable name at position {start} (write %% for a literal %)")
-        flush()
-        parts.append(_variable(name, argument, start))
-        index += 1
-    flush()
-    return tuple(parts)
 
 
 # -------------------------------------------------------------------------- render
