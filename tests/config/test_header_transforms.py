@@ -10,6 +10,7 @@ import textwrap
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from real_keys import RSA_JWK, flow
 
 from gwcore.config import ConfigError, ConfigIssue, load_config_text
 from gwcore.config import model as m
@@ -143,7 +144,7 @@ def test_any_text_parses_or_raises_value_error(text: str) -> None:
 
 def _route(lines: str, policy: str = "") -> str:
     body = textwrap.indent(textwrap.dedent(lines), "    ")
-    head = "jwt_providers:\n  p: {issuer: i, jwks: {inline: {keys: [{kty: RSA}]}}}\n"
+    head = "jwt_providers:\n  p: {issuer: i, jwks: {inline: " + flow({"keys": [RSA_JWK]}) + "}}\n"
     return (
         head
         + "routes:\n  - match: {prefix: /}\n    direct_response: {status: 200}\n"

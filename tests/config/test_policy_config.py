@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from real_keys import OKP_JWK, RSA_JWK, flow
 
 from gwcore.config import ConfigError, ConfigIssue, load_config, load_config_file, load_config_text
 from gwcore.config import model as m
 
-JWKS = {"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]}
-INLINE = "{inline: {keys: [{kty: RSA, n: AQAB, e: AQAB}]}}"
-SECRET = "{inline: {keys: [{kty: oct, k: c2VjcmV0}]}}"
+JWKS = {"keys": [{**RSA_JWK, "kid": "k1"}]}
+INLINE = "{inline: " + flow({"keys": [RSA_JWK]}) + "}"
+SECRET = "{inline: {keys: [{kty: oct, k: c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA}]}}"
 
 SEED = """\
 jwt_providers:
@@ -194,7 +195,7 @@ def test_provider_options_parse() -> None:
         cache_size: 0
         realm: api.example
         """,
-        jwks="{inline: {keys: [{kty: OKP, crv: Ed25519, x: AAAA}]}}",
+        jwks="{inline: " + flow({"keys": [OKP_JWK]}) + "}",
     )
     assert provider.audiences == ("api",)
     assert provider.algorithms == ("EdDSA",)
@@ -375,15 +376,13 @@ def test_provider_names_must_be_non_empty_strings() -> None:
 
 def test_inline_jwks_as_mapping_or_json_text() -> None:
     provider = _one_provider()
-    assert provider.jwks == m.JwksSource(
-        "inline", document={"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}
-    )
+    assert provider.jwks == m.JwksSource("inline", document={"keys": [RSA_JWK]})
     text = json.dumps(json.dumps(JWKS))  # a YAML string holding the JSON text
     assert _one_provider(jwks=f"{{inline: {text}}}").jwks.document == JWKS
 
 
 def test_inline_jwks_document_is_a_copy_of_plain_json() -> None:
-    keys: dict[str, Any] = {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}
+    keys: dict[str, Any] = {"keys": [dict(RSA_JWK)]}
     config = load_config(
         {"jwt_providers": {"p": {"issuer": "i", "jwks": {"inline": keys}}}, "routes": []}
     )
@@ -947,3 +946,17 @@ def test_every_policy_error_in_a_file_is_reported_in_order() -> None:
         (13, "routes[0].policy.rate_limit"),
     ]
     assert all(str(i).startswith(f"gw.yaml:{i.line}:") for i in issues)
+
+
+def test_unusable_keys_are_refused_at_load_by_the_runtime_parser() -> None:
+    """``gwcore check`` catches what the gateway would refuse at runtime: here an RSA key
+    below 2048 bits, which the key set parser skips, leaving no usable key."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    weak = RSAAlgorithm.to_jwk(
+        rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key(), as_dict=True
+    )
+    issue = _issue(_provider("", jwks="{inline: " + flow({"keys": [weak]}) + "}") + "routes: []\n")
+    assert issue.path == "jwt_providers.p.jwks.inline"
+    assert "2048" in issue.message

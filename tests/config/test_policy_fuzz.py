@@ -18,12 +18,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from real_keys import EC_JWK, RSA_JWK
 
 from gwcore.config import ConfigError, load_config, load_config_text
 from gwcore.config import model as m
 
 BASE_DIR = Path(tempfile.mkdtemp(prefix="gwcore-fuzz-"))
-(BASE_DIR / "jwks.json").write_text(json.dumps({"keys": [{"kty": "RSA", "n": "A", "e": "A"}]}))
+(BASE_DIR / "jwks.json").write_text(json.dumps({"keys": [RSA_JWK]}))
 
 VALID: dict[str, Any] = {
     "jwt_providers": {
@@ -55,7 +56,7 @@ VALID: dict[str, Any] = {
                 }
             },
         },
-        "r": {"issuer": "https://r", "jwks": {"inline": {"keys": [{"kty": "EC"}]}}},
+        "r": {"issuer": "https://r", "jwks": {"inline": {"keys": [EC_JWK]}}},
     },
     "trusted_proxies": ["10.0.0.0/8", "::1"],
     "rate_limits": {

@@ -25,6 +25,7 @@ from gwcore.config.patterns import compile_regex, parse_path_template, template_
 from gwcore.config.source import Located, Position, YamlSyntaxError, parse_yaml
 from gwcore.config.templates import parse_template
 from gwcore.config.units import parse_duration, parse_size
+from gwcore.policy.jwks import JwksError, JwksKeySet
 
 T = TypeVar("T")
 
@@ -1587,6 +1588,12 @@ def _jwks_problem(document: Any, algorithms: tuple[str, ...] | None) -> str | No
         fits = _KTY_ALGORITHMS.get(key["kty"], frozenset()) & allowed
         alg = key.get("alg")
         if key.get("use", "sig") == "sig" and fits and (alg is None or str(alg) in fits):
+            # The shape is right: the key set parser has the last word (key sizes,
+            # private material, duplicate kids, curves), exactly as it will at runtime.
+            try:
+                JwksKeySet.parse(document, algorithms)
+            except JwksError as exc:
+                return str(exc)
             return None
     types_held = ", ".join(sorted({str(key["kty"]) for key in keys}))
     return (
