@@ -89,7 +89,8 @@ def _json(config: Path, *args: str) -> dict[str, Any]:
     lines = result.stdout.splitlines()
     assert len(lines) == 1, result.stdout
     data: dict[str, Any] = json.loads(lines[0])
-    assert list(data) == ["route", "cluster", "status"]
+    expected = ["route", "cluster", "status"] + (["token"] if "--token" in args else [])
+    assert list(data) == expected
     return data
 
 
@@ -487,3 +488,63 @@ def test_seed_example_text_explains_both_outcomes() -> None:
         "note: no --claims given, so the request has no verified token (claims {}); "
         "routes[0] needed claims",
     ]
+
+
+# ------------------------------------------------------------- --token
+
+
+def _seed_with_provider(tmp_path: Path) -> tuple[Path, Any, str]:
+    """The seed example plus a provider with a file JWKS; returns (config, key, kid)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1"}
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    config = tmp_path / "seed.yaml"
+    config.write_text(
+        (EXAMPLES / "seed.yaml").read_text()
+        + "jwt_providers:\n  corp:\n    issuer: https://idp.test\n"
+        + "    algorithms: [ES256]\n    jwks: {file: jwks.json}\n"
+    )
+    return config, key, "k1"
+
+
+def _token(key: Any, **claims: Any) -> str:
+    import jwt
+
+    payload = {"iss": "https://idp.test", "iat": 1_900_000_000, "exp": 1_900_000_600, **claims}
+    return jwt.encode(payload, key, algorithm="ES256", headers={"kid": "k1"})
+
+
+def test_route_token_agrees_with_the_gateway_claim_routing(tmp_path: Path) -> None:
+    config, key, _ = _seed_with_provider(tmp_path)
+    admin = _token(key, role="admin")
+    at = ("--now", "1900000100")
+    data = _json(config, *SEED_REQUEST, "--token", admin, *at)
+    assert data == {
+        "route": None,
+        "cluster": "admin-service-v2",
+        "status": None,
+        "token": "token: verified by provider 'corp'",
+    }
+    assert _json(config, *SEED_REQUEST, "--token", _token(key, role="user"), *at)["status"] == 404
+    # Expired at that time: it does not verify, so it carries no claims.
+    late = _json(config, *SEED_REQUEST, "--token", admin, "--now", "1900001000")
+    assert late["status"] == 404
+    assert late["token"].startswith("token: rejected by 'corp': ")
+    # Signed by another key: same.
+    other_key, _, _ = _seed_with_provider(tmp_path / "other")[1], None, None
+    assert (
+        _json(config, *SEED_REQUEST, "--token", _token(other_key, role="admin"), *at)["status"]
+        == 404
+    )
+
+
+def test_route_token_and_claims_are_exclusive_and_now_needs_token(tmp_path: Path) -> None:
+    config, key, _ = _seed_with_provider(tmp_path)
+    both = _run("route", config, "--path", "/", "--claims", "{}", "--token", _token(key))
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    alone = _run("route", config, "--path", "/", "--now", "5")
+    assert alone.returncode == 2 and "--now applies to --token" in alone.stderr

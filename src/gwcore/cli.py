@@ -12,6 +12,7 @@ SIGTERM (drain) or SIGINT. Exit codes:
 from __future__ import annotations
 
 import argparse
+import datetime
 import difflib
 import io
 import json
@@ -24,6 +25,7 @@ from typing import Any
 
 from gwcore.config import ConfigError, GatewayConfig, load_config_file
 from gwcore.config import model as m
+from gwcore.policy.jwt import JwtAuthenticator, JwtError, KeysNeeded, unverified_issuer
 from gwcore.routing import (
     Decision,
     Explanation,
@@ -143,11 +145,26 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         metavar="'NAME: VALUE'",
         help="a request header (repeatable)",
     )
-    route.add_argument(
+    identity = route.add_mutually_exclusive_group()
+    identity.add_argument(
         "--claims",
         type=_claims_arg,
         metavar="JSON",
         help='verified JWT claims as a JSON object, e.g. \'{"role": "admin"}\'',
+    )
+    identity.add_argument(
+        "--token",
+        metavar="JWT",
+        help=(
+            "a JWT, verified as the gateway would (by the provider whose issuer is its iss; "
+            "inline or file keys), whose claims then route the request"
+        ),
+    )
+    route.add_argument(
+        "--now",
+        type=float,
+        metavar="UNIX_TIME",
+        help="the time --token is checked at (exp, nbf, iat); default: the current time",
     )
     body = route.add_mutually_exclusive_group()
     body.add_argument("--body", metavar="TEXT", help="request body (UTF-8 text)")
@@ -438,6 +455,30 @@ def _single_request(args: argparse.Namespace) -> RouteRequest | None:
     )
 
 
+def _token_claims(
+    config: GatewayConfig, token: str, now: float
+) -> tuple[dict[str, Any] | None, str]:
+    """Verify ``token`` as the gateway's claim routing does. Returns (claims, a note);
+    claims ``{}`` when it does not verify (it then satisfies no claim matcher), ``None``
+    when it cannot be checked here (remote keys)."""
+    issuer = unverified_issuer(token)
+    providers = [p for p in config.jwt_providers.values() if p.issuer == issuer]
+    if not providers:
+        known = ", ".join(repr(p.issuer) for p in config.jwt_providers.values()) or "none"
+        return {}, f"token: no provider has issuer {issuer!r} (configured: {known}); claims {{}}"
+    provider = providers[0]
+    if provider.jwks.kind == "remote":
+        return None, (
+            f"token: provider {provider.name!r} fetches its keys from {provider.jwks.uri}; "
+            "gwcore route does no network I/O: pass the claims with --claims instead"
+        )
+    result = JwtAuthenticator(provider).authenticate(token, now)
+    if isinstance(result, JwtError):
+        return {}, f"token: rejected by {provider.name!r}: {result.description}; claims {{}}"
+    assert not isinstance(result, KeysNeeded)  # inline and file keys are always there
+    return dict(result.claims), f"token: verified by provider {provider.name!r}"
+
+
 def _dumps(data: Mapping[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False)
 
@@ -452,6 +493,7 @@ def _route(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 ("--host", args.host),
                 ("-H", args.headers),
                 ("--claims", args.claims),
+                ("--token", args.token),
                 ("--body", args.body),
                 ("--body-file", args.body_file),
             )
@@ -461,11 +503,22 @@ def _route(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"--requests takes each request from the file; drop {', '.join(single)}")
     elif args.path is None:
         parser.error("give --path (or --requests FILE.jsonl)")
+    if args.now is not None and args.token is None:
+        parser.error("--now applies to --token")
 
     config = _load(args.config)
     if config is None:
         return 1
     table = RouteTable(config)
+    token_note = None
+    if args.token is not None:
+        # The command line is the outer edge: it reads the clock the core never does.
+        now = args.now if args.now is not None else datetime.datetime.now(datetime.UTC).timestamp()
+        claims, token_note = _token_claims(config, args.token, now)
+        if claims is None:
+            _error(token_note)
+            return 1
+        args.claims = claims
 
     if args.requests is not None:
         requests = _read_requests(args.requests)
@@ -480,9 +533,14 @@ def _route(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
     decision = table.match(request)
     if args.json:
-        print(_dumps(_answer(decision, args.weight_draw)))
+        answer = _answer(decision, args.weight_draw)
+        if token_note is not None:
+            answer["token"] = token_note
+        print(_dumps(answer))
         return 0
     explanation = table.explain(request)
+    if token_note is not None:
+        print(token_note)
     print(explanation)
     if isinstance(decision, Matched):
         action = decision.route.action
