@@ -43,6 +43,16 @@ Try (in another terminal):
   curl -i -H 'Host: api.example.com' {GATEWAY}/nope
   # plain http behind the edge load balancer: a 308 redirect to https
   curl -i -H 'Host: api.example.com' -H 'x-forwarded-proto: http' {GATEWAY}/v1/orders
+  # JWT policy: 401 without a token, 403 without the admin:write scope, 200 with it
+  curl -i -H 'Host: api.example.com' {GATEWAY}/v1/admin/users
+  TOKEN=$(.venv/bin/python examples/demo_token.py --scope admin:write)
+  curl -i -H 'Host: api.example.com' -H "Authorization: Bearer $TOKEN" {GATEWAY}/v1/admin/users
+  # routing on a verified claim: x-api-version v2 + role admin -> admin-service-v2
+  curl -s -H 'Host: api.example.com' -H 'x-api-version: v2' \
+      -H "Authorization: Bearer $TOKEN" {GATEWAY}/anything | grep '"upstream"'
+  # rate limit: a burst of 10, then 429 with Retry-After and RateLimit headers
+  for i in $(seq 12); do curl -s -o /dev/null -w '%{{http_code}} ' \
+      -H 'Host: api.example.com' {GATEWAY}/v1/orders; done; echo
 
 Ctrl-C stops the gateway and the demo upstreams.
 """

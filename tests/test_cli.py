@@ -108,7 +108,7 @@ def test_check_example_gateway_config_is_ok() -> None:
     result = _run("check", EXAMPLES / "gateway.yaml")
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()
-    assert line.endswith("gateway.yaml: OK — 2 virtual hosts, 8 routes, 4 clusters, 1 listener")
+    assert line.endswith("gateway.yaml: OK — 2 virtual hosts, 9 routes, 4 clusters, 1 listener")
 
 
 def test_check_invalid_config_lists_every_located_error_on_stderr(tmp_path: Path) -> None:

@@ -899,3 +899,16 @@ def test_domain_with_a_port_is_refused_because_ports_are_ignored() -> None:
         load_config(raw)
     assert "virtual_hosts[0].domains[0]: domain 'api.test:8080'" in str(info.value)
     load_config({"virtual_hosts": [{"name": "a", "domains": ["[::1]"], "routes": []}]})
+
+
+def test_an_endpoint_listed_twice_in_a_cluster_is_located() -> None:
+    """The balancers need distinct endpoints: a duplicate is a config error, not a crash
+    when the gateway starts."""
+    with pytest.raises(ConfigError) as info:
+        load_config_text(
+            "clusters:\n  c:\n    endpoints: ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:1']\n"
+            "routes: []\n"
+        )
+    (issue,) = info.value.issues
+    assert issue.path == "clusters.c.endpoints[2]"
+    assert "already endpoints[0]" in issue.message

@@ -1264,6 +1264,17 @@ def _cluster(name: str, node: _Node) -> m.Cluster | None:
     if endpoints == ():
         fields["endpoints"].error("expected at least one endpoint")
         endpoints = None
+    elif endpoints:
+        seen: dict[tuple[str, int], int] = {}
+        for index, (host, port, _weight) in enumerate(endpoints):
+            if (host, port) in seen:
+                fields["endpoints"].child(index).error(
+                    f"endpoint {host}:{port} is already endpoints[{seen[host, port]}]; "
+                    "give it a weight instead of listing it twice"
+                )
+                endpoints = None
+                break
+            seen[host, port] = index
     protocol = _choice(fields["protocol"], ("http1", "http2")) if "protocol" in fields else "http1"
     lb = (
         _choice(fields["lb"], ("round_robin", "least_request", "random", "ring_hash"))
