@@ -255,3 +255,34 @@ def test_policy_never_raises_and_never_leaves_a_request_parked(
     book.advance_to(clock + 10)
     for exchange in book.gateway._exchanges.values():
         assert exchange.waiting_keys is None
+
+
+def test_forward_false_strips_a_query_or_cookie_token_before_it_goes_upstream() -> None:
+    jwks = {"inline": json.loads(JWKS)}
+    book = Playbook.from_config(
+        {
+            "listeners": [{"name": "public", "address": "127.0.0.1:8080"}],
+            "jwt_providers": {
+                "idp": {
+                    "issuer": ISSUER,
+                    "algorithms": ["ES256"],
+                    "jwks": jwks,
+                    "from": [{"query": "access_token"}, {"cookie": "session"}],
+                }
+            },
+            "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": "c"}, "policy": {"jwt": "idp"}}
+            ],
+        }
+    )
+    conn = book.connect()
+    query = f"GET /p?a=1&access_token={token(book)}&b=2 HTTP/1.1\r\nHost: a\r\n\r\n"
+    upstream, upstream_request, _ = book.upstream_exchange(
+        book.send(conn, query.encode()), b"HTTP/1.1 204 No Content\r\n\r\n"
+    )
+    assert upstream_request.startswith(b"GET /p?a=1&b=2 HTTP/1.1\r\n")
+    conn = book.connect()
+    cookie = f"GET /c HTTP/1.1\r\nHost: a\r\nCookie: x=1; session={token(book)}\r\n\r\n"
+    upstream_request = sent(book.send(conn, cookie.encode()), upstream)  # a reused connection
+    assert b"\r\ncookie: x=1\r\n" in upstream_request
+    assert b"session=" not in upstream_request

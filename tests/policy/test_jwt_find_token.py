@@ -282,3 +282,25 @@ def test_unverified_issuer() -> None:
 def test_unverified_issuer_never_raises(token: str) -> None:
     issuer = unverified_issuer(token)
     assert issuer is None or isinstance(issuer, str)
+
+
+# ------------------------------------------------------------------ remove_token
+
+
+def test_remove_token_drops_exactly_the_source() -> None:
+    from gwcore.policy.jwt import remove_token
+
+    headers = [("authorization", "Bearer t"), ("cookie", "a=1; session=t; b=2"), ("x", "y")]
+    out, target = remove_token(headers, "/p?x=1", m.TokenSource("header", "authorization"))
+    assert out == [("cookie", "a=1; session=t; b=2"), ("x", "y")] and target == "/p?x=1"
+
+    out, target = remove_token(headers, "/p", m.TokenSource("cookie", "session"))
+    assert out == [("authorization", "Bearer t"), ("cookie", "a=1; b=2"), ("x", "y")]
+    only_cookie = [("cookie", "session=t")]
+    assert remove_token(only_cookie, "/", m.TokenSource("cookie", "session"))[0] == []
+
+    query = m.TokenSource("query", "access_token")
+    assert remove_token([], "/p?a=%20&access_token=t&b=2", query)[1] == "/p?a=%20&b=2"
+    assert remove_token([], "/p?access_token=t", query)[1] == "/p"
+    assert remove_token([], "/p?access%5Ftoken=t&c", query)[1] == "/p?c"  # decoded name
+    assert remove_token([], "/p", query)[1] == "/p"

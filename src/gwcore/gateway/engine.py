@@ -998,7 +998,7 @@ class Gateway:
         upstream.exchange = exchange
         head = exchange.head
         host = action.host_rewrite or host_header_value(head.headers)
-        target = head.target
+        target = self.guard.upstream_target(head.target, exchange.allowed)
         if action.prefix_rewrite is not None:
             target = rewrite_path(target, route, action.prefix_rewrite)
         headers = upstream_request_headers(

@@ -32,6 +32,7 @@ from gwcore.policy.jwt import (
     KeysNeeded,
     VerifiedToken,
     find_token,
+    remove_token,
     unverified_issuer,
 )
 from gwcore.policy.paths import PathError, normalize_target
@@ -325,8 +326,8 @@ class Guard:
         if allowed is not None and allowed.provider is not None:
             provider = allowed.provider
             found = allowed.found
-            if not provider.forward and found is not None and found.source.kind == "header":
-                out = [(n, v) for n, v in out if n != found.source.name]
+            if not provider.forward and found is not None and found.source.kind != "query":
+                out, _ = remove_token(out, "", found.source)
             if allowed.claims is not None:
                 for mapping in provider.claims_to_headers:
                     value = render((m.TemplatePart("claim", path=mapping.path),), context)
@@ -344,6 +345,17 @@ class Guard:
         if not route.request_headers.empty:
             out = apply_transform(out, route.request_headers, context)
         return tuple(out)
+
+    @staticmethod
+    def upstream_target(target: str, allowed: Allowed | None) -> str:
+        """The request target to send upstream: without the token's query parameter
+        when it came from one and its provider says ``forward: false``."""
+        if allowed is None or allowed.provider is None or allowed.provider.forward:
+            return target
+        found = allowed.found
+        if found is None or found.source.kind != "query":
+            return target
+        return remove_token((), target, found.source)[1]
 
     @staticmethod
     def response_headers(

@@ -240,6 +240,42 @@ def _from_cookie(headers: Sequence[tuple[str, str]], name: str) -> str | None:
     return _checked_token(found.pop(), "token cookie")
 
 
+def remove_token(
+    headers: Sequence[tuple[str, str]], target: str, source: m.TokenSource
+) -> tuple[list[tuple[str, str]], str]:
+    """``(headers, target)`` without the token ``source`` names, for a provider with
+    ``forward: false``: the header, every occurrence of the query parameter (other
+    parameters keep their bytes), or the cookie (other cookies stay)."""
+    if source.kind == "header":
+        return [(n, v) for n, v in headers if n.lower() != source.name], target
+    if source.kind == "query":
+        path, has_query, query = target.partition("?")
+        if not has_query:
+            return list(headers), target
+        query, has_fragment, fragment = query.partition("#")
+        kept = [
+            part
+            for part in query.split("&")
+            if unquote_plus(part.partition("=")[0], errors="replace") != source.name
+        ]
+        rest = "&".join(kept)
+        target = path + ("?" + rest if rest else "") + ("#" + fragment if has_fragment else "")
+        return list(headers), target
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name.lower() != "cookie":
+            out.append((name, value))
+            continue
+        pairs = [
+            pair.strip(_OWS)
+            for pair in value.split(";")
+            if pair.strip(_OWS).partition("=")[0].strip(_OWS) != source.name
+        ]
+        if any(pairs):
+            out.append((name, "; ".join(p for p in pairs if p)))
+    return out, target
+
+
 def find_token(
     headers: Sequence[tuple[str, str]], target: str, sources: Sequence[m.TokenSource]
 ) -> FoundToken | None:
