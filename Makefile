@@ -27,12 +27,16 @@ run: $(STAMP)
 	$(BIN)/gwcore check examples/gateway.yaml
 	$(BIN)/python examples/run_demo.py
 
-# Router benchmark, then the proxy benchmark (gwcore vs nginx vs direct, with wrk;
+# Router, JWT and rate-limit benchmarks, then the proxy benchmarks (gwcore vs nginx vs
+# direct, and plain vs JWT vs rate-limited routes, with wrk;
 # bench/setup.sh installs wrk, nginx-light and nghttp2-client from Debian when missing).
 bench: $(STAMP)
 	$(BIN)/python bench/bench_router.py
+	$(BIN)/python bench/bench_jwt.py
+	$(BIN)/python bench/bench_limits.py
 	sh bench/setup.sh
 	$(BIN)/python bench/bench_proxy.py
+	$(BIN)/python bench/bench_policy.py
 
 # Longer hypothesis runs of the router against the reference matcher (on demand, not in CI).
 fuzz: $(STAMP)

@@ -665,4 +665,5 @@ class GatewayConfig:
 
     @property
     def route_count(self) -> int:
+        """How many routes all virtual hosts hold together."""
         return sum(len(vh.routes) for vh in self.virtual_hosts)

@@ -50,6 +50,8 @@ class PauseReading:
 
 @dataclass(frozen=True, slots=True)
 class ResumeReading:
+    """Start reading from ``conn`` again after ``PauseReading``."""
+
     conn: int
 
 
@@ -74,6 +76,9 @@ class StartTimer:
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
+    """Cancel the timer ``ref``; no ``TimerFired`` for it may follow (the engine also
+    ignores one that was already on its way)."""
+
     ref: TimerRef
 
 

@@ -131,9 +131,13 @@ _H2_PENDING_LOW = 64 * 1024
 class Entropy(Protocol):
     """The randomness the engine consumes, supplied by the caller (e.g. ``random.Random``)."""
 
-    def random(self) -> float: ...
+    def random(self) -> float:
+        """A uniform draw in [0, 1)."""
+        ...
 
-    def getrandbits(self, k: int, /) -> int: ...
+    def getrandbits(self, k: int, /) -> int:
+        """An integer of ``k`` random bits."""
+        ...
 
 
 @dataclass(eq=False)

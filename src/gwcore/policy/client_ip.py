@@ -102,6 +102,7 @@ class TrustedProxies:
         return bool(self._v4 or self._v6)
 
     def __contains__(self, address: object) -> bool:
+        """Whether ``address`` (text) is inside a trusted network; garbage is not."""
         if isinstance(address, str):
             found = self.classify(address)
             return found is not None and found[1]

@@ -363,6 +363,7 @@ class JwksKeySet:
         return cls(loaded, skipped)
 
     def by_kid(self, kid: str) -> JwkKey | None:
+        """The usable key with this ``kid``, or None."""
         return self._by_kid.get(kid)
 
     def for_algorithm(self, alg: str) -> tuple[KeyVerifier, ...]:
@@ -370,6 +371,7 @@ class JwksKeySet:
         return self._by_alg.get(alg, ())
 
     def __len__(self) -> int:
+        """How many usable keys the set holds."""
         return len(self.keys)
 
     def __repr__(self) -> str:

@@ -147,6 +147,9 @@ class KeysNeeded:
 
 @dataclass(frozen=True, slots=True)
 class FoundToken:
+    """A token found in a request: its text, and the source (header, query parameter
+    or cookie) it came from, so ``forward: false`` can remove exactly that."""
+
     token: str
     source: m.TokenSource
 
@@ -608,10 +611,13 @@ class JwtAuthenticator:
 
     @property
     def provider(self) -> m.JwtProvider:
+        """The provider configuration this authenticator verifies tokens for."""
         return self._provider
 
     @property
     def fetching(self) -> bool:
+        """True while a JWKS fetch handed out by :meth:`take_fetch` has not been
+        reported back (``fetch_succeeded`` or ``fetch_failed``)."""
         return self._fetching
 
     @property

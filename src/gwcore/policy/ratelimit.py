@@ -140,6 +140,7 @@ class TokenBucket:
         return len(self._keys)
 
     def take(self, key: str, now: float, cost: int = 1) -> RateDecision:
+        """Take ``cost`` from ``key``'s allowance at time ``now`` (seconds, any monotonic clock)."""
         _check_cost(cost)
         burst = self.burst
         rate = self.rate
@@ -218,6 +219,7 @@ class SlidingWindow:
         return len(self._keys)
 
     def take(self, key: str, now: float, cost: int = 1) -> RateDecision:
+        """Take ``cost`` from ``key``'s allowance at time ``now`` (seconds, any monotonic clock)."""
         _check_cost(cost)
         window = self.window
         limit = self.limit

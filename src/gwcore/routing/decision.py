@@ -46,6 +46,7 @@ class NeedClaims:
     _resume: Callable[[Mapping[str, Any]], Decision] = field(repr=False, compare=False)
 
     def with_claims(self, claims: Mapping[str, Any]) -> Decision:
+        """Continue routing from this route with the verified ``claims``."""
         return self._resume(claims)
 
     def __repr__(self) -> str:
@@ -65,6 +66,7 @@ class NeedBody:
     _resume: Callable[[bytes], Decision] = field(repr=False, compare=False)
 
     def with_body(self, body: bytes) -> Decision:
+        """Continue routing from this route with the whole request ``body``."""
         return self._resume(body)
 
     def __repr__(self) -> str:

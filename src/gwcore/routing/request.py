@@ -29,9 +29,11 @@ class RouteRequest:
     scheme: str = "http"
 
     def with_claims(self, claims: Mapping[str, Any]) -> RouteRequest:
+        """A copy carrying verified ``claims``."""
         return replace(self, claims=claims)
 
     def with_body(self, body: bytes) -> RouteRequest:
+        """A copy carrying the request ``body``."""
         return replace(self, body=body)
 
 
