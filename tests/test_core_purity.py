@@ -22,6 +22,11 @@ FORBIDDEN = {
     "multiprocessing",
     "ssl",
 }
+# gwcore/asgi.py is an adapter (ASGI middleware: remote JWKS over anyio, clocks, random
+# draws), not core: it lives in the gwcore namespace only because the issue names it
+# gwcore.asgi. Exactly that file may import exactly these; asyncio/trio stay banned there
+# (it must run under both through anyio), and every other module stays pure.
+ADAPTER_IMPORTS = {Path("asgi.py"): frozenset({"anyio", "ssl", "time", "random"})}
 
 
 def _imports(tree: ast.AST) -> list[tuple[int, str]]:
@@ -43,9 +48,14 @@ def test_core_sources_exist() -> None:
 @pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(CORE)))
 def test_core_module_imports_no_io_clock_or_randomness(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    allowed = ADAPTER_IMPORTS.get(path.relative_to(CORE), frozenset())
     bad = [
         f"{path.name}:{line}: imports {name}"
         for line, name in _imports(tree)
-        if name == "__import__" or name.split(".")[0] in FORBIDDEN
+        if name == "__import__" or (name.split(".")[0] in FORBIDDEN - allowed)
     ]
     assert not bad, "\n".join(bad)
+
+
+def test_adapter_exemptions_name_existing_modules() -> None:
+    assert all((CORE / path).is_file() for path in ADAPTER_IMPORTS)

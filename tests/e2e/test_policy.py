@@ -4,91 +4,19 @@ grpcio client — through ``gwcore serve`` on both backends."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import grpc
 import httpx
-import jwt
 import pytest
 from conftest import GatewayProcess, start_gateway, stop_gateway, wait_until
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from idp import ISSUER, REMOTE_ISSUER, JwksServer, Signer
 from upstream_server import EchoUpstream
-
-ISSUER = "https://idp.example.test"
-REMOTE_ISSUER = "https://remote-idp.example.test"
-
-
-@dataclass
-class Signer:
-    """A key pair with a kid, minting tokens the way an identity provider would."""
-
-    kid: str
-    alg: str
-    private: Any = field(repr=False)
-
-    @classmethod
-    def rsa(cls, kid: str) -> Signer:
-        return cls(kid, "RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048))
-
-    @classmethod
-    def ec(cls, kid: str) -> Signer:
-        return cls(kid, "ES256", ec.generate_private_key(ec.SECP256R1()))
-
-    def jwk(self) -> dict[str, Any]:
-        algorithm = RSAAlgorithm if self.alg.startswith("RS") else ECAlgorithm
-        key = dict(algorithm.to_jwk(self.private.public_key(), as_dict=True))
-        key.update(kid=self.kid, use="sig", alg=self.alg)
-        return key
-
-    def token(self, issuer: str = ISSUER, lifetime: float = 300, **claims: Any) -> str:
-        now = int(time.time())
-        payload = {"iss": issuer, "aud": "api", "iat": now, "exp": now + int(lifetime), **claims}
-        return jwt.encode(payload, self.private, algorithm=self.alg, headers={"kid": self.kid})
-
-
-class JwksServer:
-    """A real JWKS endpoint on 127.0.0.1 that counts its fetches; keys can rotate."""
-
-    def __init__(self) -> None:
-        self.keys: list[dict[str, Any]] = []
-        self.fetches = 0
-        self.delay = 0.0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.fetches += 1
-                time.sleep(outer.delay)
-                body = json.dumps({"keys": outer.keys}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 CONFIG = """\
 listeners:
@@ -186,7 +114,7 @@ def setup(
             issuer=ISSUER,
             remote_issuer=REMOTE_ISSUER,
             jwks_file=jwks_file,
-            jwks_url=remote.url,
+            jwks_url=remote.url(),
             echo_port=upstream.port,
         )
     )
