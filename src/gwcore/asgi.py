@@ -56,6 +56,7 @@ from gwcore.gateway.guard import Allowed, AuthState, Guard, Rejection
 from gwcore.gateway.headers import (
     format_request_id,
     host_header_value,
+    redirect_location,
     rewrite_path,
     valid_request_id,
 )
@@ -656,7 +657,8 @@ class GatewayApp:
             headers = self.guard.response_headers(headers, route, vhost, context, extra)
             return _local(head, action.status, action.body, headers)
         if isinstance(action, m.RedirectAction):
-            location = _redirect_location(scope, head, route, action)
+            scheme = _SCHEMES.get(str(scope.get("scheme") or "http"), "http")
+            location = redirect_location(head.target, head.headers, scheme, route, action)
             headers = self.guard.response_headers(
                 (("location", location),), route, vhost, context, extra
             )
@@ -905,34 +907,6 @@ class GatewayApp:
         else:
             reason = local.body.decode("utf-8", "replace").strip()[:120]
             await send({"type": "websocket.close", "code": 1008, "reason": reason})
-
-
-def _redirect_location(
-    scope: Scope, head: RequestHead, route: m.Route, action: m.RedirectAction
-) -> str:
-    """The ``Location`` of a redirect, as the engine builds it."""
-    scheme = action.scheme or _SCHEMES.get(str(scope.get("scheme") or "http"), "http")
-    authority = host_header_value(head.headers)
-    host, _, port = (
-        authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
-    )
-    if not host or not port.isdigit():
-        host, port = authority, ""
-    if action.host is not None:
-        host = action.host
-    if action.port is not None:
-        port = str(action.port)
-    elif action.scheme is not None:
-        port = ""  # a scheme change drops the port, as Envoy does
-    target = head.target
-    if action.path is not None:
-        _, sep, query = target.partition("?")
-        target = action.path + sep + query
-    elif action.prefix_rewrite is not None:
-        target = rewrite_path(target, route, action.prefix_rewrite)
-    if action.strip_query:
-        target = target.partition("?")[0]
-    return f"{scheme}://{host}{':' + port if port else ''}{target}"
 
 
 def guard(

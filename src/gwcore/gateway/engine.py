@@ -64,6 +64,7 @@ from gwcore.gateway.headers import (
     downstream_response_headers,
     format_request_id,
     host_header_value,
+    redirect_location,
     rewrite_path,
     upstream_request_headers,
     valid_request_id,
@@ -803,7 +804,9 @@ class Gateway:
             headers = self._local_headers(exchange, headers)
             self._local_response(exchange, action.status, action.body, headers=headers)
         elif isinstance(action, m.RedirectAction):
-            location = self._redirect_location(exchange, route, action)
+            scheme = "https" if exchange.client.tls else "http"
+            head = exchange.head
+            location = redirect_location(head.target, head.headers, scheme, route, action)
             headers = self._local_headers(exchange, (("location", location),))
             self._local_response(exchange, action.response_code, b"", headers=headers)
         else:
@@ -819,33 +822,6 @@ class Gateway:
             return (*headers, *extra)
         context = self._template_context(exchange)
         return self.guard.response_headers(headers, route, vhost, context, extra)
-
-    def _redirect_location(
-        self, exchange: _Exchange, route: m.Route, action: m.RedirectAction
-    ) -> str:
-        head = exchange.head
-        scheme = action.scheme or ("https" if exchange.client.tls else "http")
-        authority = host_header_value(head.headers)
-        host, _, port = (
-            authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
-        )
-        if not host or not port.isdigit():
-            host, port = authority, ""
-        if action.host is not None:
-            host = action.host
-        if action.port is not None:
-            port = str(action.port)
-        elif action.scheme is not None:
-            port = ""  # a scheme change drops the port, as Envoy does
-        target = head.target
-        if action.path is not None:
-            _, sep, query = target.partition("?")
-            target = action.path + sep + query
-        elif action.prefix_rewrite is not None:
-            target = rewrite_path(target, route, action.prefix_rewrite)
-        if action.strip_query:
-            target = target.partition("?")[0]
-        return f"{scheme}://{host}{':' + port if port else ''}{target}"
 
     def _request_data(self, exchange: _Exchange, data: bytes) -> None:
         exchange.bytes_in += len(data)

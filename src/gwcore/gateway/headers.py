@@ -120,3 +120,38 @@ def rewrite_path(target: str, route: m.Route, rewrite: str) -> str:
     if not new_path.startswith("/"):
         new_path = "/" + new_path
     return new_path + sep + query
+
+
+def redirect_location(
+    head_target: str,
+    headers: Headers,
+    scheme: str,
+    route: m.Route,
+    action: m.RedirectAction,
+) -> str:
+    """The ``Location`` of a redirect route: ``action``'s parts where set, the
+    request's (``scheme``, the Host header's host and port, ``head_target``) elsewhere.
+    A scheme change drops the port, as Envoy does; ``prefix_rewrite`` replaces what the
+    route's path matcher matched; ``strip_query`` drops the query."""
+    scheme = action.scheme or scheme
+    authority = host_header_value(headers)
+    host, _, port = (
+        authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+    )
+    if not host or not port.isdigit():
+        host, port = authority, ""
+    if action.host is not None:
+        host = action.host
+    if action.port is not None:
+        port = str(action.port)
+    elif action.scheme is not None:
+        port = ""
+    target = head_target
+    if action.path is not None:
+        _, sep, query = target.partition("?")
+        target = action.path + sep + query
+    elif action.prefix_rewrite is not None:
+        target = rewrite_path(target, route, action.prefix_rewrite)
+    if action.strip_query:
+        target = target.partition("?")[0]
+    return f"{scheme}://{host}{':' + port if port else ''}{target}"
