@@ -35,12 +35,10 @@ import logging
 import math
 import os
 import random
-import re
 import ssl
 import time
-import types
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, unquote_to_bytes
@@ -49,9 +47,7 @@ import anyio
 import anyio.abc
 
 from gwcore.config import model as m
-from gwcore.config.errors import ConfigError, ConfigIssue
 from gwcore.config.loader import load_config, load_config_file, load_config_text
-from gwcore.config.source import Located, YamlSyntaxError, parse_yaml
 from gwcore.gateway.guard import Allowed, AuthState, Guard, Rejection
 from gwcore.gateway.headers import (
     format_request_id,
@@ -110,8 +106,6 @@ _READ_SIZE: Final = 65536
 _SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _PATH_SAFE: Final = "/!$&'()*+,;=:@~"  # RFC 3986 pchar punctuation, kept when re-quoting
 # A cluster declared only so the loader accepts a route naming it; never connected to.
-_PLACEHOLDER_CLUSTER: Final = {"endpoints": ["asgi.invalid:1"]}
-_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
 log = logging.getLogger("gwcore.asgi")
 
@@ -120,110 +114,15 @@ log = logging.getLogger("gwcore.asgi")
 
 
 def _load(config: ConfigSource) -> m.GatewayConfig:
-    """Load ``config`` with :mod:`gwcore.config`.
-
-    Routes name ASGI apps as clusters, which a config for this middleware need not
-    declare under ``clusters:`` (the loader insists they are). Clusters that routes name
-    but the document does not declare are declared for the loader with a placeholder
-    endpoint and removed again from the result; errors keep their line numbers.
-    """
+    """Load ``config`` with :mod:`gwcore.config`. Routes name ASGI apps as clusters,
+    which a config for this middleware need not declare under ``clusters:``."""
     if isinstance(config, m.GatewayConfig):
         return config
     if isinstance(config, Mapping):
-        data = dict(config)
-        if isinstance(data.get("clusters"), Mapping):
-            data["clusters"] = dict(data["clusters"])  # declared below, not in the caller's
-        injected = _declare_route_clusters(data)
-        if not injected:
-            return load_config(config)
-        return _without_clusters(load_config(data), injected)
-    base_dir: Path | None = None
+        return load_config(config, apps_as_clusters=True)
     if isinstance(config, str) and "\n" in config:
-        text, source = config, "<string>"
-    else:
-        path = Path(config)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return load_config_file(path)  # raises ConfigError saying why
-        source, base_dir = str(path), path.parent
-    try:
-        located = parse_yaml(text, source)
-    except YamlSyntaxError:
-        return load_config_text(text, source, base_dir=base_dir)  # raises, located
-    injected = _declare_route_clusters(located.data)
-    if not injected:
-        return load_config_text(text, source, base_dir=base_dir)
-    try:
-        loaded = load_config(located.data, source, base_dir=base_dir)
-    except ConfigError as exc:
-        raise ConfigError([_locate(issue, located) for issue in exc.issues]) from None
-    return _without_clusters(loaded, injected)
-
-
-def _declare_route_clusters(data: Any) -> set[str]:
-    """Declare (in place) the clusters routes name that ``data`` does not; their names."""
-    if not isinstance(data, dict):
-        return set()
-    declared = data.get("clusters")
-    if declared is None:
-        declared = data["clusters"] = {}
-    if not isinstance(declared, dict):
-        return set()  # the loader reports it
-    injected = {name for name in _raw_route_clusters(data) if name not in declared}
-    for name in injected:
-        declared[name] = dict(_PLACEHOLDER_CLUSTER)
-    return injected
-
-
-def _raw_route_clusters(data: Mapping[str, Any]) -> list[str]:
-    """Cluster names in the document's routes (``route.cluster``, ``weighted_clusters``);
-    shapes that are wrong are skipped: the loader reports them."""
-    route_lists = [data.get("routes")]
-    vhosts = data.get("virtual_hosts")
-    if isinstance(vhosts, list):
-        route_lists += [vh.get("routes") for vh in vhosts if isinstance(vh, Mapping)]
-    names: list[str] = []
-    for routes in route_lists:
-        for route in routes if isinstance(routes, list) else ():
-            action = route.get("route") if isinstance(route, Mapping) else None
-            if not isinstance(action, Mapping):
-                continue
-            cluster = action.get("cluster")
-            if isinstance(cluster, str) and cluster:
-                names.append(cluster)
-            weighted = action.get("weighted_clusters")
-            if isinstance(weighted, Mapping):
-                weighted = weighted.get("clusters")
-            for item in weighted if isinstance(weighted, list) else ():
-                name = item.get("name") if isinstance(item, Mapping) else None
-                if isinstance(name, str) and name:
-                    names.append(name)
-    return names
-
-
-def _locate(issue: ConfigIssue, located: Located) -> ConfigIssue:
-    """``issue`` with the line and column of its key path in the parsed YAML."""
-    if issue.line is not None:
-        return issue
-    position = located.root
-    node: Any = located.data
-    for index, key in _PATH_PART.findall(issue.path):
-        part: str | int = int(index) if index else key
-        where = located.positions.get(id(node), {})
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            break
-        position = where.get(part, position)
-    if position is None:
-        return issue
-    return replace(issue, line=position[0], column=position[1])
-
-
-def _without_clusters(config: m.GatewayConfig, names: Collection[str]) -> m.GatewayConfig:
-    kept = {name: c for name, c in config.clusters.items() if name not in names}
-    return replace(config, clusters=types.MappingProxyType(kept))
+        return load_config_text(config, apps_as_clusters=True)
+    return load_config_file(Path(config), apps_as_clusters=True)
 
 
 def _route_clusters(config: m.GatewayConfig) -> set[str]:

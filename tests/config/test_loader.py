@@ -912,3 +912,15 @@ def test_an_endpoint_listed_twice_in_a_cluster_is_located() -> None:
     (issue,) = info.value.issues
     assert issue.path == "clusters.c.endpoints[2]"
     assert "already endpoints[0]" in issue.message
+
+
+def test_apps_as_clusters_lets_routes_name_undeclared_clusters() -> None:
+    """For the ASGI middleware a route's cluster names an application, which the config
+    does not declare; everything else is still checked."""
+    text = "routes:\n- match: {prefix: /}\n  route: {cluster: web-app}\n"
+    with pytest.raises(ConfigError, match="unknown cluster 'web-app'"):
+        load_config_text(text)
+    config = load_config_text(text, apps_as_clusters=True)
+    assert dict(config.clusters) == {}
+    with pytest.raises(ConfigError, match="prefx"):
+        load_config_text(text.replace("prefix", "prefx"), apps_as_clusters=True)

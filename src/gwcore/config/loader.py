@@ -43,11 +43,13 @@ _REDIRECT_CODES = {
 }
 
 
-def load_config_file(path: str | Path) -> m.GatewayConfig:
+def load_config_file(path: str | Path, *, apps_as_clusters: bool = False) -> m.GatewayConfig:
     """Read and validate a YAML config file. Raises :class:`ConfigError` (located).
 
     Relative paths inside the config (``jwks: {file: ...}``) are relative to the
-    directory of the config file.
+    directory of the config file. With ``apps_as_clusters`` (the ASGI middleware) a
+    route may name a cluster that ``clusters:`` does not declare: the name is an
+    application's, supplied by the caller.
     """
     source = str(path)
     try:
@@ -58,34 +60,44 @@ def load_config_file(path: str | Path) -> m.GatewayConfig:
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigIssue(source, "", f"config is not UTF-8: {exc.reason}")]) from None
-    return load_config_text(text, source, base_dir=Path(path).parent)
+    return load_config_text(
+        text, source, base_dir=Path(path).parent, apps_as_clusters=apps_as_clusters
+    )
 
 
 def load_config_text(
-    text: str, source: str = "<string>", *, base_dir: str | Path | None = None
+    text: str,
+    source: str = "<string>",
+    *,
+    base_dir: str | Path | None = None,
+    apps_as_clusters: bool = False,
 ) -> m.GatewayConfig:
     """Validate YAML text. ``source`` names it in error messages.
 
     Relative paths inside the config are relative to ``base_dir`` (default: the
-    current directory).
+    current directory). ``apps_as_clusters``: as for :func:`load_config_file`.
     """
     try:
         located = parse_yaml(text, source)
     except YamlSyntaxError as exc:
         line, col = exc.position if exc.position else (None, None)
         raise ConfigError([ConfigIssue(source, "", exc.message, line, col)]) from None
-    return _build(located, base_dir)
+    return _build(located, base_dir, apps_as_clusters)
 
 
 def load_config(
-    data: Mapping[str, Any], source: str = "<dict>", *, base_dir: str | Path | None = None
+    data: Mapping[str, Any],
+    source: str = "<dict>",
+    *,
+    base_dir: str | Path | None = None,
+    apps_as_clusters: bool = False,
 ) -> m.GatewayConfig:
     """Validate a mapping shaped like the YAML document (no line numbers in errors).
 
     Relative paths inside the config are relative to ``base_dir`` (default: the
-    current directory).
+    current directory). ``apps_as_clusters``: as for :func:`load_config_file`.
     """
-    return _build(Located(data=data, source=source), base_dir)
+    return _build(Located(data=data, source=source), base_dir, apps_as_clusters)
 
 
 # --------------------------------------------------------------------------- cursor
@@ -2504,7 +2516,9 @@ _TOP_LEVEL_KEYS = (
 )
 
 
-def _build(located: Located, base_dir: str | Path | None = None) -> m.GatewayConfig:
+def _build(
+    located: Located, base_dir: str | Path | None = None, apps_as_clusters: bool = False
+) -> m.GatewayConfig:
     ctx = _Context(located, Path(base_dir) if base_dir is not None else Path.cwd())
     root = _Node(located.data, "", located.root, ctx)
     if located.data is None:
@@ -2578,7 +2592,8 @@ def _build(located: Located, base_dir: str | Path | None = None) -> m.GatewayCon
                     )
 
     if vhosts is not None and clusters is not None:
-        _check_references(root, vhosts, clusters)
+        if not apps_as_clusters:
+            _check_references(root, vhosts, clusters)
     policy_parts = (providers, rate_limits, global_policy, trusted, normalization, untrusted)
     if ctx.issues or vhosts is None or clusters is None or listeners is None:
         if not ctx.issues:  # defensive: every None above reported an issue
