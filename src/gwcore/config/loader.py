@@ -2591,9 +2591,8 @@ def _build(
                         f"listener name {name!r} is used more than once"
                     )
 
-    if vhosts is not None and clusters is not None:
-        if not apps_as_clusters:
-            _check_references(root, vhosts, clusters)
+    if vhosts is not None and clusters is not None and not apps_as_clusters:
+        _check_references(root, vhosts, clusters)
     policy_parts = (providers, rate_limits, global_policy, trusted, normalization, untrusted)
     if ctx.issues or vhosts is None or clusters is None or listeners is None:
         if not ctx.issues:  # defensive: every None above reported an issue

@@ -1,6 +1,6 @@
 """Authorization rules over verified JWT claims (``Requirement`` / ``ClaimRequirement``).
 
-Claims are read exactly as routing reads them (:func:`gwcore.routing.matchers.claim_values`):
+Claims are read exactly as routing reads them (:func:`gwcore.config.claims.claim_values`):
 scalars as text (booleans ``true``/``false``), arrays by their scalar elements, and the
 top-level ``scope``/``scp`` strings split on spaces.
 
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gwcore.config import model as m
-from gwcore.routing.matchers import claim_values
+from gwcore.config.claims import claim_values
 
 _MAX_ECHO = 64
 

@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gwcore.config import model as m
+from gwcore.config.claims import claim_values
 from gwcore.config.patterns import PATH_SEGMENT_CHARS, new_regex_set, template_regex
 from gwcore.routing.decision import Decision, Matched, NeedBody, NeedClaims, NoRoute
 from gwcore.routing.domains import DomainIndex
-from gwcore.routing.matchers import Verdict, claim_values, evaluate_route
+from gwcore.routing.matchers import Verdict, evaluate_route
 from gwcore.routing.reference import Explanation, explain
 from gwcore.routing.request import RequestView, RouteRequest
 

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from gwcore.config import model as m
+from gwcore.config.claims import claim_values
 from gwcore.routing.request import RequestView
 
 
@@ -78,37 +79,6 @@ def query_matches(matcher: m.QueryParameterMatcher, view: RequestView) -> bool:
         return bool(values) == matcher.present
     assert matcher.string is not None
     return any(string_matches(matcher.string, v) for v in values)
-
-
-_SPACE_DELIMITED_CLAIMS = frozenset({"scope", "scp"})
-
-
-def _scalar_text(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int):
-        return str(value)
-    return None
-
-
-def claim_values(claims: Mapping[str, Any], path: tuple[str, ...]) -> list[str] | None:
-    """The texts a claim offers for matching, or ``None`` when the claim is absent.
-
-    Scalars give one text; arrays give one per scalar element; ``scope``/``scp``
-    strings give one per space-delimited scope. Objects and null give none (but
-    still count as present).
-    """
-    node: Any = claims
-    for part in path:
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    if isinstance(node, list):
-        return [t for t in (_scalar_text(e) for e in node) if t is not None]
-    if isinstance(node, str) and path[-1] in _SPACE_DELIMITED_CLAIMS and len(path) == 1:
-        return node.split()
-    text = _scalar_text(node)
-    return [] if text is None else [text]
 
 
 def claim_matches(matcher: m.ClaimMatcher, claims: Mapping[str, Any]) -> bool:

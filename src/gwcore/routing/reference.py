@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gwcore.config import model as m
+from gwcore.config.claims import claim_values
 from gwcore.routing.decision import Decision, Matched, NeedBody, NeedClaims, NoRoute
 from gwcore.routing.domains import select_virtual_host_reference
-from gwcore.routing.matchers import Failure, Verdict, claim_values, evaluate_route
+from gwcore.routing.matchers import Failure, Verdict, evaluate_route
 from gwcore.routing.request import RequestView, RouteRequest
 
 
