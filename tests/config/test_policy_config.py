@@ -913,11 +913,18 @@ def test_tracing_bool_or_enabled() -> None:
     assert _load("tracing: false\n").tracing is False
     assert _load("tracing: {enabled: false}\n").tracing is False
     assert _load("tracing: {enabled: true}\n").tracing is True
-    issues = _issues("tracing: {enable: false}\n")
-    assert [i.path for i in issues] == ["tracing", "tracing.enable"]
-    assert "did you mean 'enabled'?" in issues[1].message
+    issue = _issue("tracing: {enable: false}\n")
+    assert issue.path == "tracing.enable" and "did you mean 'enabled'?" in issue.message
     issue = _issue("tracing: 1\n")
     assert issue.path == "tracing" and "expected true, false or {enabled" in issue.message
+
+
+def test_tracing_sampled_flag_for_started_traces() -> None:
+    assert _load("routes: []\n").trace_sampled is False
+    config = _load("tracing: {sampled: true}\n")
+    assert config.tracing is True and config.trace_sampled is True
+    assert _load("tracing: {enabled: false, sampled: true}\n").tracing is False
+    assert _issue("tracing: {sampled: 2}\n").path == "tracing.sampled"
 
 
 def test_every_policy_error_in_a_file_is_reported_in_order() -> None:

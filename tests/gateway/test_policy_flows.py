@@ -286,3 +286,26 @@ def test_forward_false_strips_a_query_or_cookie_token_before_it_goes_upstream() 
     upstream_request = sent(book.send(conn, cookie.encode()), upstream)  # a reused connection
     assert b"\r\ncookie: x=1\r\n" in upstream_request
     assert b"session=" not in upstream_request
+
+
+def test_trace_context_is_propagated_or_started_with_the_configured_sampled_flag() -> None:
+    def upstream_traceparent(tracing: Any, incoming: str | None) -> str:
+        book = Playbook.from_config(
+            {
+                "listeners": [{"name": "public", "address": "127.0.0.1:8080"}],
+                "tracing": tracing,
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}],
+            }
+        )
+        conn = book.connect()
+        extra = f"traceparent: {incoming}\r\n" if incoming else ""
+        actions = book.send(conn, f"GET / HTTP/1.1\r\nHost: a\r\n{extra}\r\n".encode())
+        _, upstream_request, _ = book.upstream_exchange(actions, b"HTTP/1.1 204 No\r\n\r\n")
+        (line,) = [v for v in upstream_request.split(b"\r\n") if v.startswith(b"traceparent: ")]
+        return line.decode().split(": ", 1)[1]
+
+    assert upstream_traceparent(True, None).endswith("-00")
+    assert upstream_traceparent({"sampled": True}, None).endswith("-01")
+    valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    assert upstream_traceparent({"sampled": True}, valid) == valid  # never changed
+    assert upstream_traceparent(True, "00-zz-yy-00") != "00-zz-yy-00"  # invalid: replaced

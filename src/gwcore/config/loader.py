@@ -2432,16 +2432,24 @@ def _untrusted_headers(node: _Node) -> tuple[str, ...] | None:
     return tuple(out) if ok else None
 
 
-def _tracing(node: _Node) -> bool | None:
+def _tracing(node: _Node) -> tuple[bool, bool] | None:
+    """(enabled, sampled): ``true``/``false``, or ``{enabled: bool, sampled: bool}``."""
     if isinstance(node.value, dict):
-        fields = _mapping(node, ("enabled",), required=("enabled",))
-        if fields is None or "enabled" not in fields:
+        fields = _mapping(node, ("enabled", "sampled"))
+        if fields is None:
             return None
-        return _bool(fields["enabled"])
+        enabled = _bool(fields["enabled"]) if "enabled" in fields else True
+        sampled = _bool(fields["sampled"]) if "sampled" in fields else False
+        if enabled is None or sampled is None:
+            return None
+        return enabled, sampled
     if not isinstance(node.value, bool):
-        node.error(f"expected true, false or {{enabled: true|false}}, got {_describe(node.value)}")
+        node.error(
+            "expected true, false or {enabled: true|false, sampled: true|false}, "
+            f"got {_describe(node.value)}"
+        )
         return None
-    return node.value
+    return node.value, False
 
 
 # ------------------------------------------------------------------ document
@@ -2550,7 +2558,7 @@ def _build(
     untrusted: tuple[str, ...] | None = ()
     if "untrusted_request_headers" in fields:
         untrusted = _untrusted_headers(fields["untrusted_request_headers"])
-    tracing: bool | None = True
+    tracing: tuple[bool, bool] | None = (True, False)
     if "tracing" in fields:
         tracing = _tracing(fields["tracing"])
 
@@ -2614,5 +2622,6 @@ def _build(
         global_policy=global_policy,
         path_normalization=normalization,
         untrusted_request_headers=untrusted,
-        tracing=tracing,
+        tracing=tracing[0],
+        trace_sampled=tracing[1],
     )

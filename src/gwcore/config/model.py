@@ -660,8 +660,10 @@ class GatewayConfig:
     path_normalization: PathNormalization = PathNormalization()
     # Request headers removed from every client request before anything else.
     untrusted_request_headers: tuple[str, ...] = ()
-    # Propagate a valid W3C traceparent/tracestate; start one when absent or invalid.
+    # Propagate a valid W3C traceparent/tracestate; start one when absent or invalid,
+    # with the sampled flag set when ``trace_sampled`` (W3C's default is not sampled).
     tracing: bool = True
+    trace_sampled: bool = False
 
     @property
     def route_count(self) -> int:

@@ -335,7 +335,9 @@ class Guard:
                     if value:
                         out.append((mapping.header, value))
         if self.config.tracing:
-            trace = trace_context(state.head.headers, random_bits)
+            trace = trace_context(
+                state.head.headers, random_bits, sampled=self.config.trace_sampled
+            )
             out = [(n, v) for n, v in out if n not in ("traceparent", "tracestate")]
             out.append(("traceparent", trace.traceparent))
             if trace.tracestate:
