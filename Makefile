@@ -38,9 +38,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_proxy.py
 	$(BIN)/python bench/bench_policy.py
 
-# Longer hypothesis runs of the router against the reference matcher (on demand, not in CI).
+# Longer hypothesis runs: the router against the reference matcher, then the policy
+# properties (token forgery, path normalization, the engine's JWKS parking).
+# On demand, not in CI.
 fuzz: $(STAMP)
 	$(BIN)/python fuzz/fuzz_router.py
+	$(BIN)/python fuzz/fuzz_policy.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
