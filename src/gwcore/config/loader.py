@@ -25,7 +25,13 @@ from gwcore.config.patterns import compile_regex, parse_path_template, template_
 from gwcore.config.source import Located, Position, YamlSyntaxError, parse_yaml
 from gwcore.config.templates import parse_template
 from gwcore.config.units import parse_duration, parse_size
-from gwcore.policy.jwks import JwksError, JwksKeySet
+from gwcore.policy.jwks import (
+    ALGORITHMS_BY_KTY,
+    HMAC_MIN_BYTES,
+    SUPPORTED_ALGORITHMS,
+    JwksError,
+    JwksKeySet,
+)
 
 T = TypeVar("T")
 
@@ -1404,20 +1410,11 @@ def _limits(node: _Node) -> m.ListenerLimits | None:
 
 # -------------------------------------------------------------------- policy
 
-_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
-_JWT_ALGORITHMS = (
-    *_HMAC_ALGORITHMS,
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "ES256K",
-    "EdDSA",
+_HMAC_ALGORITHMS = tuple(HMAC_MIN_BYTES)
+# Every algorithm the verifier supports, in the order error messages list them.
+_JWT_ORDER = ("HS", "RS", "PS", "ES", "Ed")
+_JWT_ALGORITHMS = tuple(
+    sorted(SUPPORTED_ALGORITHMS, key=lambda a: (_JWT_ORDER.index(a[:2]), len(a), a))
 )
 _DEFAULT_ALGORITHMS: tuple[str, ...] = cast(
     tuple[str, ...], m.JwtProvider.__dataclass_fields__["algorithms"].default
@@ -1580,14 +1577,6 @@ def _json_text(text: str) -> Any:
         raise ValueError(f"not valid JSON: {exc}") from None
 
 
-_KTY_ALGORITHMS = {
-    "oct": frozenset(_HMAC_ALGORITHMS),
-    "RSA": frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
-    "EC": frozenset({"ES256", "ES384", "ES512", "ES256K"}),
-    "OKP": frozenset({"EdDSA"}),
-}
-
-
 def _jwks_problem(document: Any, algorithms: tuple[str, ...] | None) -> str | None:
     """What is wrong with a JWKS document, or None. Never quotes key material."""
     if not isinstance(document, dict):
@@ -1608,7 +1597,7 @@ def _jwks_problem(document: Any, algorithms: tuple[str, ...] | None) -> str | No
         return None
     allowed = frozenset(algorithms)
     for key in keys:
-        fits = _KTY_ALGORITHMS.get(key["kty"], frozenset()) & allowed
+        fits = ALGORITHMS_BY_KTY.get(key["kty"], frozenset()) & allowed
         alg = key.get("alg")
         if key.get("use", "sig") == "sig" and fits and (alg is None or str(alg) in fits):
             # The shape is right: the key set parser has the last word (key sizes,

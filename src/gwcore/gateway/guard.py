@@ -31,6 +31,7 @@ from gwcore.policy.jwt import (
     JwtError,
     KeysNeeded,
     VerifiedToken,
+    bearer_challenge,
     find_token,
     remove_token,
     unverified_issuer,
@@ -48,7 +49,6 @@ from gwcore.policy.transforms import TemplateContext, apply_transform, render
 from gwcore.protocol.messages import Headers, RequestHead
 
 _NO_CLAIMS: Mapping[str, Any] = {}
-_SAFE = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +95,6 @@ class AuthState:
     found: dict[str, FoundToken | JwtError | None] = field(default_factory=dict)
     routing: Mapping[str, Any] | None = None  # claims used for routing and claim keys
     touched: set[str] = field(default_factory=set)  # providers to offer a fetch to
-
-
-def _header_safe(text: str, limit: int = 200) -> str:
-    """Text safe inside a quoted string of ``WWW-Authenticate``."""
-    return "".join(ch for ch in text if ord(ch) in _SAFE)[:limit]
 
 
 class Guard:
@@ -217,9 +212,9 @@ class Guard:
                 return result
             if result is None:
                 if not policy.jwt.allow_missing:
-                    return self._unauthorized(provider, None, state)
+                    return self._unauthorized(provider, None)
             elif isinstance(result, JwtError):
-                return self._unauthorized(provider, result, state)
+                return self._unauthorized(provider, result)
             else:
                 token, claims = result, result.claims
                 f = state.found.get(provider.name)
@@ -229,7 +224,7 @@ class Guard:
             if reason is not None:
                 assert provider is not None  # the loader requires jwt beside require
                 if claims is None:
-                    return self._unauthorized(provider, None, state)
+                    return self._unauthorized(provider, None)
                 return self._forbidden(provider, reason)
         limits = [*self.config.global_policy.rate_limits, *policy.rate_limits]
         if not limits:
@@ -267,12 +262,10 @@ class Guard:
             )
         return Allowed(claims, token, found, provider, headers)
 
-    def _unauthorized(
-        self, provider: m.JwtProvider, error: JwtError | None, state: AuthState
-    ) -> Rejection:
-        realm = _header_safe(provider.realm)
+    @staticmethod
+    def _unauthorized(provider: m.JwtProvider, error: JwtError | None) -> Rejection:
         if error is None:  # RFC 6750 §3.1: no error code when no credentials were sent
-            challenge = f'Bearer realm="{realm}"'
+            challenge = JwtError("missing").www_authenticate(provider.realm)
             return Rejection(
                 401,
                 "authentication required\n",
@@ -283,28 +276,20 @@ class Guard:
             return Rejection(
                 error.status, f"{error.description}\n", flags="UAEX", grpc_message=error.description
             )
-        description = _header_safe(error.description)
-        challenge = (
-            f'Bearer realm="{realm}", error="invalid_token", error_description="{description}"'
-        )
+        message = f"invalid token: {error.description}"
         return Rejection(
             401,
-            f"invalid token: {description}\n",
-            (("www-authenticate", challenge),),
-            grpc_message=f"invalid token: {description}",
+            message + "\n",
+            (("www-authenticate", error.www_authenticate(provider.realm)),),
+            grpc_message=message,
         )
 
-    def _forbidden(self, provider: m.JwtProvider, reason: str) -> Rejection:
-        realm = _header_safe(provider.realm)
-        description = _header_safe(reason)
-        challenge = (
-            f'Bearer realm="{realm}", error="insufficient_scope", error_description="{description}"'
-        )
+    @staticmethod
+    def _forbidden(provider: m.JwtProvider, reason: str) -> Rejection:
+        challenge = bearer_challenge(provider.realm, "insufficient_scope", reason)
+        message = f"forbidden: {reason}"
         return Rejection(
-            403,
-            f"forbidden: {description}\n",
-            (("www-authenticate", challenge),),
-            grpc_message=f"forbidden: {description}",
+            403, message + "\n", (("www-authenticate", challenge),), grpc_message=message
         )
 
     # ------------------------------------------------------------- transform

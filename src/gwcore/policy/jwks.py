@@ -44,6 +44,7 @@ from jwt.algorithms import Algorithm
 __all__ = [
     "MAX_KEYS",
     "MIN_RSA_BITS",
+    "ALGORITHMS_BY_KTY",
     "SUPPORTED_ALGORITHMS",
     "JwkKey",
     "JwksError",
@@ -62,9 +63,14 @@ EC_ALGORITHM_BY_CURVE: Mapping[str, str] = {
 OKP_CURVES = frozenset({"Ed25519", "Ed448"})
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output.
 HMAC_MIN_BYTES: Mapping[str, int] = {"HS256": 32, "HS384": 48, "HS512": 64}
-SUPPORTED_ALGORITHMS = frozenset(
-    RSA_ALGORITHMS | set(EC_ALGORITHM_BY_CURVE.values()) | {"EdDSA"} | set(HMAC_MIN_BYTES)
-)
+# The algorithms each key type can verify (an EC key only its curve's one).
+ALGORITHMS_BY_KTY: Mapping[str, frozenset[str]] = {
+    "oct": frozenset(HMAC_MIN_BYTES),
+    "RSA": RSA_ALGORITHMS,
+    "EC": frozenset(EC_ALGORITHM_BY_CURVE.values()),
+    "OKP": frozenset({"EdDSA"}),
+}
+SUPPORTED_ALGORITHMS = frozenset().union(*ALGORITHMS_BY_KTY.values())
 
 MIN_RSA_BITS = 2048
 # Keys beyond this many entries are ignored: real sets hold a handful, and a token

@@ -89,6 +89,16 @@ def _safe_text(text: str) -> str:
     return _UNSAFE_DESCRIPTION_CHARS.sub("", text)
 
 
+def bearer_challenge(realm: str, error: str | None = None, description: str = "") -> str:
+    """A ``WWW-Authenticate`` value (RFC 6750 §3): ``Bearer realm="..."``, with
+    ``error`` (``invalid_token``, ``insufficient_scope``) and its description when
+    given. Every value is made safe for a quoted string."""
+    challenge = f'Bearer realm="{_safe_text(realm)}"'
+    if error is None:
+        return challenge
+    return f'{challenge}, error="{error}", error_description="{_safe_text(description)}"'
+
+
 class JwtError(Exception):
     """A token was refused (or could not be checked yet: ``keys_unavailable``).
 
@@ -119,10 +129,9 @@ class JwtError(Exception):
     def www_authenticate(self, realm: str) -> str:
         """A ``WWW-Authenticate`` value (RFC 6750): no error code when the token is
         ``missing``, else ``error="invalid_token"`` with the description."""
-        challenge = f'Bearer realm="{_safe_text(realm)}"'
         if self.reason == "missing":
-            return challenge
-        return f'{challenge}, error="invalid_token", error_description="{self.description}"'
+            return bearer_challenge(realm)
+        return bearer_challenge(realm, "invalid_token", self.description)
 
 
 @dataclass(frozen=True, slots=True)
