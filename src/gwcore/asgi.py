@@ -50,11 +50,11 @@ from gwcore.config import model as m
 from gwcore.config.loader import load_config, load_config_file, load_config_text
 from gwcore.gateway.guard import Allowed, AuthState, Guard, Rejection
 from gwcore.gateway.headers import (
-    format_request_id,
     host_header_value,
+    local_answer,
     redirect_location,
+    request_id_for,
     rewrite_path,
-    valid_request_id,
 )
 from gwcore.policy.jwt import KeysNeeded
 from gwcore.policy.transforms import TemplateContext
@@ -66,7 +66,6 @@ from gwcore.protocol.fetch import (
     failure,
     timed_out,
 )
-from gwcore.protocol.grpc_status import grpc_media_type, grpc_trailers_only, is_grpc_request
 from gwcore.protocol.messages import (
     BodyFraming,
     FixedLength,
@@ -193,19 +192,10 @@ def _local(
     headers: Headers = (),
     grpc_message: str | None = None,
 ) -> _Local:
-    """As the engine answers locally: gRPC clients get a trailers-only response for an
-    error; a text body is ``text/plain``; a HEAD request gets no body."""
-    if status >= 400 and is_grpc_request(head.headers):
-        if grpc_message is None:
-            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-            grpc_message = text.strip()
-        content_type = grpc_media_type(head.headers) or "application/grpc"
-        trailers = grpc_trailers_only(status, grpc_message, headers, content_type=content_type)
-        return _Local(200, tuple(trailers), b"")
-    if isinstance(body, str):
-        body = body.encode()
-        headers = (("content-type", "text/plain; charset=utf-8"), *headers)
-    return _Local(status, headers, body, head.method == "HEAD")
+    """As the engine answers locally (:func:`gwcore.gateway.headers.local_answer`); a
+    HEAD request gets no body."""
+    status, headers, data = local_answer(head.headers, status, body, headers, grpc_message)
+    return _Local(status, headers, data, head.method == "HEAD")
 
 
 def _rejected(head: RequestHead, rejection: Rejection) -> _Local:
@@ -481,7 +471,7 @@ class GatewayApp:
         head = RequestHead(method, _target(scope), headers, version, _framing(headers))
         client = scope.get("client")
         peer = str(client[0]) if client else ""
-        prepared = self.guard.prepare(head, peer, grpc=is_grpc_request(headers))
+        prepared = self.guard.prepare(head, peer)
         if isinstance(prepared, Rejection):
             return _rejected(head, prepared)
         auth = prepared
@@ -541,14 +531,7 @@ class GatewayApp:
         body: bytes | None,
     ) -> _Local | _Dispatch:
         route, vhost = decision.route, decision.virtual_host
-        claims = allowed.claims if allowed.claims is not None else (auth.routing or None)
-        context = TemplateContext(
-            client_ip=auth.client_ip,
-            request_id=request_id,
-            route=route.name or "",
-            claims=claims,
-            headers=head.headers,
-        )
+        context = self.guard.template_context(auth, request_id, route, allowed)
         action = route.action
         extra = allowed.response_headers
         if isinstance(action, m.DirectResponseAction):
@@ -587,18 +570,14 @@ class GatewayApp:
             "cluster": cluster,
             "client_ip": auth.client_ip,
             "request_id": request_id,
-            "claims": claims,
+            "claims": allowed.claims if allowed.claims is not None else (auth.routing or None),
             "provider": allowed.provider.name if allowed.provider is not None else None,
         }
         timeout = action.timeout if scope["type"] == "http" else None
         return _Dispatch(app, app_scope, head, route, vhost, context, extra, body, timeout)
 
     def _request_id(self, headers: Headers) -> str:
-        """The client's ``x-request-id`` when it is one valid value, else a new one."""
-        ids = header_values(headers, "x-request-id")
-        if len(ids) == 1 and valid_request_id(ids[0]):
-            return ids[0]
-        return format_request_id(self._rng.getrandbits(128))
+        return request_id_for(headers, self._rng.getrandbits)
 
     async def _read_body(self, head: RequestHead, receive: Receive) -> bytes | _Local | None:
         """The whole request body (for GraphQL routing), at most ``max_body_bytes``."""

@@ -62,16 +62,15 @@ from gwcore.gateway.events import (
 from gwcore.gateway.guard import Allowed, AuthState, Guard, Rejection
 from gwcore.gateway.headers import (
     downstream_response_headers,
-    format_request_id,
     host_header_value,
+    local_answer,
     redirect_location,
+    request_id_for,
     rewrite_path,
     upstream_request_headers,
-    valid_request_id,
 )
 from gwcore.policy.jwt import KeysNeeded
 from gwcore.policy.transforms import TemplateContext
-from gwcore.protocol.grpc_status import grpc_media_type, grpc_trailers_only, is_grpc_request
 from gwcore.protocol.http1 import Http1ClientCodec, Http1ServerCodec
 from gwcore.protocol.http2 import (
     ConnectionTerminated,
@@ -651,9 +650,7 @@ class Gateway:
     def _new_exchange(
         self, client: _Client, head: RequestHead, stream_id: int | None = None
     ) -> _Exchange:
-        ids = header_values(head.headers, "x-request-id")
-        request_id = ids[0] if len(ids) == 1 and valid_request_id(ids[0]) else ""
-        request_id = request_id or format_request_id(self._entropy.getrandbits(128))
+        request_id = request_id_for(head.headers, self._entropy.getrandbits)
         exchange = _Exchange(self._next_exchange, client, head, self._now, request_id)
         self._next_exchange += 1
         self._exchanges[exchange.id] = exchange
@@ -676,7 +673,7 @@ class Gateway:
                 self._h2c_upgrade(client, head, settings)
                 return
         exchange = self._new_exchange(client, head, stream_id)
-        prepared = self.guard.prepare(head, client.peer[0], grpc=is_grpc_request(head.headers))
+        prepared = self.guard.prepare(head, client.peer[0])
         if isinstance(prepared, Rejection):
             self._reject(exchange, prepared)
             return
@@ -767,18 +764,9 @@ class Gateway:
     # ---------------------------------------------------------------- routed
 
     def _template_context(self, exchange: _Exchange) -> TemplateContext:
-        allowed = exchange.allowed
-        auth = exchange.auth
-        claims = allowed.claims if allowed is not None else None
-        if claims is None and auth is not None:
-            claims = auth.routing
-        route = exchange.route
-        return TemplateContext(
-            client_ip=auth.client_ip if auth is not None else exchange.client.peer[0],
-            request_id=exchange.request_id,
-            route=(route.name or "") if route is not None else "",
-            claims=claims,
-            headers=exchange.head.headers,
+        assert exchange.auth is not None  # only routed requests are transformed
+        return self.guard.template_context(
+            exchange.auth, exchange.request_id, exchange.route, exchange.allowed
         )
 
     def _reject(self, exchange: _Exchange, rejection: Rejection) -> None:
@@ -1270,31 +1258,13 @@ class Gateway:
         flags: str = "-",
         grpc_message: str | None = None,
     ) -> None:
-        """Answer the client ourselves with a complete response.
-
-        A gRPC client (``content-type: application/grpc...``) gets a trailers-only
-        response instead: HTTP 200 with ``grpc-status`` mapped from ``status`` and
-        ``grpc-message`` (``grpc_message``, else the body's text).
-        """
+        """Answer the client ourselves with a complete response (see
+        :func:`~gwcore.gateway.headers.local_answer`; gRPC clients get trailers-only)."""
         client = exchange.client
-        if status >= 400 and is_grpc_request(exchange.head.headers):
-            if grpc_message is None:
-                text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-                grpc_message = text.strip()
-            headers = tuple(
-                grpc_trailers_only(
-                    status,
-                    grpc_message,
-                    headers,
-                    content_type=grpc_media_type(exchange.head.headers) or "application/grpc",
-                )
-            )
-            status, body = 200, b""
-        if isinstance(body, str):
-            body = body.encode()
-            headers = (("content-type", "text/plain; charset=utf-8"), *headers)
-        if exchange.head.method == "HEAD":
-            body = b""
+        status, headers, data = local_answer(
+            exchange.head.headers, status, body, headers, grpc_message
+        )
+        body = b"" if exchange.head.method == "HEAD" else data
         exchange.bytes_out += len(body)
         exchange.flags = flags
         exchange.status = status

@@ -90,7 +90,6 @@ class AuthState:
 
     head: RequestHead
     client_ip: str
-    grpc: bool = False
     results: dict[str, VerifiedToken | JwtError | None] = field(default_factory=dict)
     found: dict[str, FoundToken | JwtError | None] = field(default_factory=dict)
     routing: Mapping[str, Any] | None = None  # claims used for routing and claim keys
@@ -121,7 +120,7 @@ class Guard:
 
     # ----------------------------------------------------------------- before
 
-    def prepare(self, head: RequestHead, peer: str, *, grpc: bool = False) -> AuthState | Rejection:
+    def prepare(self, head: RequestHead, peer: str) -> AuthState | Rejection:
         """Sanitize the head, compute the client IP, normalize the path."""
         headers = head.headers
         if self._untrusted and any(name in self._untrusted for name, _ in headers):
@@ -138,7 +137,7 @@ class Guard:
         if headers is not head.headers or target != head.target:
             head = replace(head, headers=headers, target=target)
         ip = client_ip(peer, headers, self.trusted)
-        return AuthState(head, ip, grpc)
+        return AuthState(head, ip)
 
     # ---------------------------------------------------------- authenticate
 
@@ -293,6 +292,21 @@ class Guard:
         )
 
     # ------------------------------------------------------------- transform
+
+    @staticmethod
+    def template_context(
+        state: AuthState, request_id: str, route: m.Route | None, allowed: Allowed | None
+    ) -> TemplateContext:
+        """What header templates see: the client IP, the request id, the route's name,
+        and the verified claims (the route's provider's, else those used for routing)."""
+        claims = allowed.claims if allowed is not None else None
+        return TemplateContext(
+            client_ip=state.client_ip,
+            request_id=request_id,
+            route=(route.name or "") if route is not None else "",
+            claims=claims if claims is not None else state.routing,
+            headers=state.head.headers,
+        )
 
     def upstream_headers(
         self,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from gwcore.config import model as m
-from gwcore.protocol.messages import Headers, connection_tokens
+from gwcore.protocol.grpc_status import grpc_media_type, grpc_trailers_only, is_grpc_request
+from gwcore.protocol.messages import Headers, connection_tokens, header_values
 
 # RFC 9110 §7.6.1 connection-specific fields, plus the proxy-only ones of RFC 2616 §13.5.1.
 HOP_BY_HOP = frozenset(
@@ -39,6 +41,42 @@ def _strip(headers: Headers) -> list[tuple[str, str]]:
 
 def valid_request_id(value: str) -> bool:
     return _REQUEST_ID.fullmatch(value) is not None
+
+
+def request_id_for(headers: Headers, random_bits: Callable[[int], int]) -> str:
+    """The request's id: the client's ``x-request-id`` when it sent exactly one valid
+    value, else a new UUIDv4 from ``random_bits(128)``."""
+    ids = header_values(headers, "x-request-id")
+    if len(ids) == 1 and valid_request_id(ids[0]):
+        return ids[0]
+    return format_request_id(random_bits(128))
+
+
+def local_answer(
+    request_headers: Headers,
+    status: int,
+    body: str | bytes,
+    headers: Headers = (),
+    grpc_message: str | None = None,
+) -> tuple[int, Headers, bytes]:
+    """``(status, headers, body)`` of a response the gateway gives itself.
+
+    A text ``body`` is sent as ``text/plain; charset=utf-8``. A gRPC client
+    (``content-type: application/grpc...``) gets an error as a trailers-only response
+    instead: HTTP 200 and no body, with ``grpc-status`` mapped from ``status`` and
+    ``grpc-message`` (``grpc_message``, else the body's text); its own gRPC media type
+    (gRPC-Web included) is echoed.
+    """
+    if status >= 400 and is_grpc_request(request_headers):
+        if grpc_message is None:
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            grpc_message = text.strip()
+        content_type = grpc_media_type(request_headers) or "application/grpc"
+        trailers = grpc_trailers_only(status, grpc_message, headers, content_type=content_type)
+        return 200, tuple(trailers), b""
+    if isinstance(body, str):
+        return status, (("content-type", "text/plain; charset=utf-8"), *headers), body.encode()
+    return status, headers, body
 
 
 def format_request_id(bits: int) -> str:

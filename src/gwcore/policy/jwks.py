@@ -42,9 +42,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import Algorithm
 
 __all__ = [
+    "ALGORITHMS_BY_KTY",
     "MAX_KEYS",
     "MIN_RSA_BITS",
-    "ALGORITHMS_BY_KTY",
     "SUPPORTED_ALGORITHMS",
     "JwkKey",
     "JwksError",
