@@ -34,11 +34,12 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from bench_router import _load, _run, _us, calibrate
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gwcore.config import model as m
@@ -195,27 +196,6 @@ def verify(cases: Sequence[Case]) -> None:
 # ------------------------------------------------------------------ timing
 
 
-def _run(fn: Callable[[], object], iterations: int) -> int:
-    """Nanoseconds for ``iterations`` calls of ``fn``."""
-    loop = range(iterations)
-    start = time.perf_counter_ns()
-    for _ in loop:
-        fn()
-    return time.perf_counter_ns() - start
-
-
-def calibrate(fn: Callable[[], object], budget_ns: int, min_iterations: int) -> int:
-    """Iterations of ``fn`` that take about ``budget_ns``."""
-    iterations = 1
-    while True:
-        elapsed = _run(fn, iterations)
-        if elapsed >= 2_000_000 or elapsed * 4 >= budget_ns or iterations >= 1 << 20:
-            break
-        iterations *= 8
-    per_call = max(elapsed / iterations, 1.0)
-    return max(min_iterations, int(budget_ns / per_call))
-
-
 @dataclass(slots=True)
 class Series:
     case: Case
@@ -255,15 +235,6 @@ def paired_ratio(numerator: Series, denominator: Series) -> float:
 # ------------------------------------------------------------------ report
 
 
-def _us(ns: float) -> str:
-    us = ns / 1000
-    if us >= 100:
-        return f"{us:,.0f}"
-    if us >= 10:
-        return f"{us:.1f}"
-    return f"{us:.2f}"
-
-
 def print_table(series: Sequence[Series]) -> None:
     base = series[0]
     print("| case | µs / authenticate | calls/s | x cached | what |")
@@ -282,14 +253,6 @@ def print_iterations(series: Sequence[Series], rounds: int) -> None:
     print("|---|---:|---:|")
     for entry in series:
         print(f"| {entry.case.name} | {entry.iterations:,} | {entry.spread:.0%} |")
-
-
-def _load() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:  # not available on this platform
-        return "load average unknown"
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
