@@ -49,6 +49,7 @@ from gwcore.policy.transforms import TemplateContext, apply_transform, render
 from gwcore.protocol.messages import Headers, RequestHead
 
 _NO_CLAIMS: Mapping[str, Any] = {}
+_NO_POLICY = m.RoutePolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +73,11 @@ class Rejection:
 class Allowed:
     """Every policy step passed. ``claims`` are the verified claims of the route's
     provider (``None``: the route needs no token, or none was sent and
-    ``allow_missing`` let it through); ``token`` is what was verified;
-    ``response_headers`` (rate-limit headers) go on the response to the client."""
+    ``allow_missing`` let it through); ``found`` is where its token was (so
+    ``forward: false`` removes exactly that); ``response_headers`` (rate-limit
+    headers) go on the response to the client."""
 
     claims: Mapping[str, Any] | None
-    token: VerifiedToken | None
     found: FoundToken | None
     provider: m.JwtProvider | None
     response_headers: Headers = ()
@@ -199,9 +200,8 @@ class Guard:
     ) -> Allowed | Rejection | KeysNeeded:
         """Authenticate, authorize and rate limit a request routed to ``route``
         (``None``: no route matched; only the global rate limits apply)."""
-        policy = route.policy if route is not None else m.RoutePolicy()
+        policy = route.policy if route is not None else _NO_POLICY
         claims: Mapping[str, Any] | None = None
-        token: VerifiedToken | None = None
         found: FoundToken | None = None
         provider: m.JwtProvider | None = None
         if policy.jwt is not None:
@@ -215,7 +215,7 @@ class Guard:
             elif isinstance(result, JwtError):
                 return self._unauthorized(provider, result)
             else:
-                token, claims = result, result.claims
+                claims = result.claims
                 f = state.found.get(provider.name)
                 found = f if isinstance(f, FoundToken) else None
         if not policy.require.empty:
@@ -227,7 +227,7 @@ class Guard:
                 return self._forbidden(provider, reason)
         limits = [*self.config.global_policy.rate_limits, *policy.rate_limits]
         if not limits:
-            return Allowed(claims, token, found, provider)
+            return Allowed(claims, found, provider)
         keys: list[tuple[RateLimiter, str]] = []
         for name in limits:
             config = self.config.rate_limits[name]
@@ -259,7 +259,7 @@ class Guard:
                 flags="RL",
                 grpc_message="rate limited",
             )
-        return Allowed(claims, token, found, provider, headers)
+        return Allowed(claims, found, provider, headers)
 
     @staticmethod
     def _unauthorized(provider: m.JwtProvider, error: JwtError | None) -> Rejection:
