@@ -18,7 +18,7 @@ only once every key part (including claims) is known.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -316,7 +316,7 @@ class Guard:
         route: m.Route,
         vhost: m.VirtualHost | None,
         context: TemplateContext,
-        random_bits: Any,
+        random_bits: Callable[[int], int],
     ) -> Headers:
         """The final upstream request headers: the token removed when its provider
         says ``forward: false``, claims copied into headers, trace context, then the
